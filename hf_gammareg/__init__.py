@@ -1,0 +1,20 @@
+"""hf_gammareg: decide, γ by γ, which normalization scales get weight decay (Kim et al., arXiv:2205.07260)."""
+
+__version__ = "0.1.0"
+
+from .policy import NAMED_POLICIES, parse_policy, select_decayed
+from .roles import INVARIANCE_MODES, ROLES, GammaAnalysisError, GammaReport, classify_gammas, dummy_inputs, find_gammas
+
+__all__ = [
+    "__version__",
+    "ROLES",
+    "INVARIANCE_MODES",
+    "NAMED_POLICIES",
+    "GammaAnalysisError",
+    "GammaReport",
+    "classify_gammas",
+    "dummy_inputs",
+    "find_gammas",
+    "parse_policy",
+    "select_decayed",
+]

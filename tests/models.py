@@ -1,0 +1,108 @@
+"""Tiny models for the tests: HF configs at hidden 32 / 2 layers, and a hand-written ResNet."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def tiny_bert():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    return BertForSequenceClassification(
+        BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, vocab_size=64)
+    )
+
+
+def tiny_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, bos_token_id=0, eos_token_id=0))
+
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(
+        LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                    intermediate_size=40, vocab_size=64)
+    )
+
+
+def tiny_marian(**overrides):
+    from transformers import MarianConfig, MarianMTModel
+
+    kwargs = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+                  encoder_ffn_dim=40, decoder_ffn_dim=40, vocab_size=64, pad_token_id=1, decoder_start_token_id=1,
+                  eos_token_id=2, bos_token_id=0, max_position_embeddings=64)
+    kwargs.update(overrides)
+    return MarianMTModel(MarianConfig(**kwargs))
+
+
+def tiny_t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    return T5ForConditionalGeneration(
+        T5Config(d_model=32, d_ff=40, num_layers=2, num_heads=2, d_kv=8, vocab_size=64, decoder_start_token_id=0)
+    )
+
+
+def tiny_vit():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    return ViTForImageClassification(
+        ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=32,
+                  patch_size=8, num_labels=3)
+    )
+
+
+def tiny_hf_resnet(layer_type: str):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    if layer_type == "basic":  # embedding_size == hidden_sizes[0]: stage 0 keeps an identity shortcut
+        cfg = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic", num_labels=3)
+    else:  # bottleneck: stage 0 widens 16 -> 32 channels, so its first block has a projection shortcut
+        cfg = ResNetConfig(embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], layer_type="bottleneck", num_labels=3)
+    return ResNetForImageClassification(cfg)
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ``BasicBlock``: conv-bn-relu-conv-bn, plus identity or a conv-bn downsample."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+class TinyResNet(nn.Module):
+    """torchvision ResNet-18 layout at two stages of one block each (no torchvision import)."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = nn.Sequential(BasicBlock(16, 16))
+        self.layer2 = nn.Sequential(BasicBlock(16, 32, stride=2))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
