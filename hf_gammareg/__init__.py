@@ -2,8 +2,16 @@
 
 __version__ = "0.1.0"
 
+from .config import (
+    CONFIG_NAME,
+    GammaRegArgumentsMixin,
+    GammaRegConfig,
+    GammaRegSeq2SeqTrainingArguments,
+    GammaRegTrainingArguments,
+)
 from .policy import NAMED_POLICIES, parse_policy, select_decayed
 from .roles import INVARIANCE_MODES, ROLES, GammaAnalysisError, GammaReport, classify_gammas, dummy_inputs, find_gammas
+from .trainer import GammaDecayPlan, GammaRegSeq2SeqTrainer, GammaRegTrainer, gamma_decay_plan, unwrap_model
 
 __all__ = [
     "__version__",
@@ -17,4 +25,14 @@ __all__ = [
     "find_gammas",
     "parse_policy",
     "select_decayed",
+    "CONFIG_NAME",
+    "GammaRegConfig",
+    "GammaRegArgumentsMixin",
+    "GammaRegTrainingArguments",
+    "GammaRegSeq2SeqTrainingArguments",
+    "GammaRegTrainer",
+    "GammaRegSeq2SeqTrainer",
+    "GammaDecayPlan",
+    "gamma_decay_plan",
+    "unwrap_model",
 ]

@@ -1,0 +1,228 @@
+"""Configs: `GammaRegConfig` (what travels with a model) and the TrainingArguments subclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import Seq2SeqTrainingArguments, TrainingArguments
+
+from .policy import POLICY_HELP, compile_patterns, parse_policy
+from .roles import INVARIANCE_MODES
+
+CONFIG_NAME = "gammareg_config.json"
+REGULARIZATIONS = ("decoupled", "l2")
+_MAX_FILE_BYTES = 1 << 20  # a config is a few hundred bytes; refuse anything absurd before parsing
+_MAX_PATTERNS = 256
+
+
+@dataclass
+class GammaRegConfig:
+    """How normalization scales (γ) are regularized. Saved as ``gammareg_config.json``.
+
+    Parameters:
+        policy (`str`, defaults to `"guidelines"`):
+            Which γ get weight decay: `"guidelines"`, `"hf-default"`, `"all"`, `"none"`, a comma
+            list of roles (`"branch,invariant"`) or `"only:<role>"`.
+        gamma_weight_decay (`float` or `None`, defaults to `None`):
+            Coefficient for decayed γ. `None` uses the Trainer's `weight_decay`.
+        invariance (`str`, defaults to `"exact"`):
+            `"exact"` or `"approximate"`; see DESIGN.md § Invariance mode.
+        include (`list[str]`, defaults to `[]`):
+            Regexes (``re.search`` on parameter names) of γ to decay whatever their role.
+        exclude (`list[str]`, defaults to `[]`):
+            Regexes of γ never to decay; wins over `include`.
+        regularization (`str`, defaults to `"decoupled"`):
+            `"decoupled"`: the optimizer's weight decay (AdamW-style). `"l2"`: the paper's coupled
+            penalty λ/2·‖γ‖² added to the training loss; works with any optimizer.
+    """
+
+    policy: str = "guidelines"
+    gamma_weight_decay: float | None = None
+    invariance: str = "exact"
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    regularization: str = "decoupled"
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field that is wrong."""
+        if not isinstance(self.policy, str):
+            raise ValueError(f"policy: expected a string, got {type(self.policy).__name__}")
+        if len(self.policy) > 200:
+            raise ValueError(f"policy: {len(self.policy)} characters is too long for a policy")
+        try:
+            parse_policy(self.policy)
+        except ValueError as exc:
+            raise ValueError(f"policy: {exc}") from None
+        wd = self.gamma_weight_decay
+        if wd is not None:
+            if isinstance(wd, bool) or not isinstance(wd, (int, float)):
+                raise ValueError(f"gamma_weight_decay: expected a number or null, got {type(wd).__name__}")
+            if not math.isfinite(wd) or wd < 0:
+                raise ValueError(f"gamma_weight_decay: must be a finite number >= 0, got {wd!r}")
+            self.gamma_weight_decay = float(wd)
+        if self.invariance not in INVARIANCE_MODES:
+            raise ValueError(f"invariance: must be one of {INVARIANCE_MODES}, got {self.invariance!r}")
+        if self.regularization not in REGULARIZATIONS:
+            raise ValueError(f"regularization: must be one of {REGULARIZATIONS}, got {self.regularization!r}")
+        for name in ("include", "exclude"):
+            value = getattr(self, name)
+            if value is None:
+                value = []
+            if isinstance(value, str):
+                value = [p for p in value.split(",") if p]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"{name}: expected a list of regular expressions, got {type(value).__name__}")
+            if len(value) > _MAX_PATTERNS:
+                raise ValueError(f"{name}: {len(value)} patterns is more than {_MAX_PATTERNS}")
+            compile_patterns(value, name)
+            setattr(self, name, list(value))
+
+    # -- serialization ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "GammaRegConfig":
+        """Build from a parsed JSON object, refusing unknown keys and wrong types by field name."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{CONFIG_NAME} must hold a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{CONFIG_NAME}: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        for name in ("policy", "invariance", "regularization"):
+            if name in data and not isinstance(data[name], str):
+                raise ValueError(f"{name}: expected a string, got {type(data[name]).__name__}")
+        for name in ("include", "exclude"):
+            if name in data and not (isinstance(data[name], list) and all(isinstance(p, str) for p in data[name])):
+                raise ValueError(f"{name}: expected a list of strings")
+        return cls(**data)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> str:
+        """Write ``gammareg_config.json`` into ``save_directory``; returns its path."""
+        os.makedirs(save_directory, exist_ok=True)
+        path = os.path.join(save_directory, CONFIG_NAME)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json_string())
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **hub_kwargs) -> "GammaRegConfig":
+        """Read ``gammareg_config.json`` from a directory, a file, or a Hub repo id (JSON only)."""
+        path = os.fspath(path_or_repo_id)
+        if os.path.isdir(path):
+            path = os.path.join(path, CONFIG_NAME)
+        if not os.path.isfile(path):
+            if os.path.exists(os.fspath(path_or_repo_id)):
+                raise FileNotFoundError(f"no {CONFIG_NAME} in {os.fspath(path_or_repo_id)!r}")
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(os.fspath(path_or_repo_id), CONFIG_NAME, **hub_kwargs)
+        if os.path.getsize(path) > _MAX_FILE_BYTES:
+            raise ValueError(f"{path}: {os.path.getsize(path):,} bytes is too large for a {CONFIG_NAME}")
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+_GAMMA_FIELDS = {
+    "gamma_policy": "policy",
+    "gamma_weight_decay": "gamma_weight_decay",
+    "gamma_invariance": "invariance",
+    "gamma_include": "include",
+    "gamma_exclude": "exclude",
+    "gamma_regularization": "regularization",
+}
+
+
+@dataclass
+class GammaRegArgumentsMixin:
+    """The ``gamma_*`` fields shared by both TrainingArguments subclasses.
+
+    Parameters:
+        > γ regularization
+
+        gamma_policy (`str`, defaults to `"guidelines"`): which γ get weight decay (see `GammaRegConfig.policy`).
+        gamma_weight_decay (`float`, *optional*): coefficient for decayed γ; defaults to `weight_decay`.
+        gamma_invariance (`str`, defaults to `"exact"`): `"exact"` or `"approximate"`.
+        gamma_include (`list[str]`, *optional*): regexes of γ to decay regardless of role.
+        gamma_exclude (`list[str]`, *optional*): regexes of γ never to decay (wins over include).
+        gamma_regularization (`str`, defaults to `"decoupled"`): `"decoupled"` weight decay or `"l2"` loss penalty.
+        gamma_log_norms (`bool`, defaults to `True`): log mean ‖γ‖ per role at each logging step.
+    """
+
+    gamma_policy: str = field(default="guidelines", metadata={"help": POLICY_HELP})
+    gamma_weight_decay: float | None = field(
+        default=None, metadata={"help": "Weight decay for decayed γ; defaults to --weight_decay."}
+    )
+    gamma_invariance: str = field(
+        default="exact",
+        metadata={"help": "How γ scale invariance is read from the graph.", "choices": list(INVARIANCE_MODES)},
+    )
+    gamma_include: list[str] | None = field(
+        default=None, metadata={"help": "Regexes of γ parameter names to decay whatever their role."}
+    )
+    gamma_exclude: list[str] | None = field(
+        default=None, metadata={"help": "Regexes of γ parameter names never to decay (wins over include)."}
+    )
+    gamma_regularization: str = field(
+        default="decoupled",
+        metadata={"help": "'decoupled' optimizer weight decay or 'l2' penalty λ/2·‖γ‖² in the loss.",
+                  "choices": list(REGULARIZATIONS)},
+    )
+    gamma_log_norms: bool = field(
+        default=True, metadata={"help": "Log mean ‖γ‖ per role at each logging step (GammaNormCallback)."}
+    )
+
+    def __post_init__(self):
+        # Validate first, so a bad gamma_* value is reported by its own name, not as an HF error.
+        try:
+            self._gamma_config = self._build_gamma_config()
+        except ValueError as exc:
+            field_name, _, message = str(exc).partition(": ")
+            arg = next((k for k, v in _GAMMA_FIELDS.items() if v == field_name), field_name)
+            raise ValueError(f"{arg}: {message}") from None
+        super().__post_init__()
+
+    def _build_gamma_config(self) -> GammaRegConfig:
+        return GammaRegConfig(**{cfg: getattr(self, arg) for arg, cfg in _GAMMA_FIELDS.items()})
+
+    @property
+    def gamma_config(self) -> GammaRegConfig:
+        """The ``GammaRegConfig`` these arguments describe."""
+        return self._build_gamma_config()
+
+
+@dataclass
+class GammaRegTrainingArguments(GammaRegArgumentsMixin, TrainingArguments):
+    """`transformers.TrainingArguments` plus the ``gamma_*`` fields of `GammaRegArgumentsMixin`."""
+
+
+@dataclass
+class GammaRegSeq2SeqTrainingArguments(GammaRegArgumentsMixin, Seq2SeqTrainingArguments):
+    """`transformers.Seq2SeqTrainingArguments` plus the ``gamma_*`` fields of `GammaRegArgumentsMixin`."""
+
+
+def convert_training_args(args: TrainingArguments | None, target: type) -> TrainingArguments:
+    """Turn a plain ``TrainingArguments`` into ``target`` (a GammaReg subclass), keeping every value."""
+    if args is None:
+        return target(output_dir="trainer_output")
+    if isinstance(args, target):
+        return args
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and hasattr(args, f.name)}
+    known = {f.name for f in dataclasses.fields(target) if f.init}
+    return target(**{k: v for k, v in values.items() if k in known})

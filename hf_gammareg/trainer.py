@@ -1,0 +1,192 @@
+"""`GammaRegTrainer` and `GammaRegSeq2SeqTrainer`: HF Trainers whose γ weight decay follows a policy.
+
+The override is thin: `get_decay_parameter_names` asks :func:`gamma_decay_plan` (a pure function of
+the model, its `GammaReport` and the config) which γ to decay; everything else is HF's own logic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import Seq2SeqTrainer, Trainer
+
+from .config import (
+    GammaRegConfig,
+    GammaRegSeq2SeqTrainingArguments,
+    GammaRegTrainingArguments,
+    convert_training_args,
+)
+from .roles import GammaReport, classify_gammas
+
+logger = logging.getLogger(__name__)
+
+# Wrappers that add a prefix to parameter names: torch.compile (`_orig_mod.`), DDP/DataParallel
+# (`module.`). Roles are computed on the unwrapped model and the names mapped back.
+_WRAPPER_ATTRS = ("_orig_mod", "module")
+
+
+def unwrap_model(model: nn.Module) -> tuple[nn.Module, str]:
+    """Strip torch.compile/DDP wrappers; returns ``(inner model, name prefix the wrappers add)``."""
+    prefix = ""
+    while True:
+        for attr in _WRAPPER_ATTRS:
+            inner = getattr(model, attr, None)
+            if isinstance(inner, nn.Module) and attr in dict(model.named_children()):
+                model, prefix = inner, f"{prefix}{attr}."
+                break
+        else:
+            return model, prefix
+
+
+@dataclass
+class GammaDecayPlan:
+    """Which γ the optimizer decays, which get the L2 penalty, and with what coefficient."""
+
+    decayed: set[str]  # γ names (as in the model given to the Trainer) that are regularized
+    gammas: set[str]  # every γ name
+    coefficient: float
+    regularization: str  # "decoupled" | "l2"
+
+    @property
+    def optimizer_decayed(self) -> set[str]:
+        return self.decayed if self.regularization == "decoupled" else set()
+
+
+def gamma_decay_plan(
+    model: nn.Module,
+    *,
+    config: GammaRegConfig,
+    weight_decay: float,
+    report: GammaReport | None = None,
+    hf_decay_names: set[str] | None = None,
+) -> tuple[GammaDecayPlan, GammaReport]:
+    """Decide γ decay for ``model``: classify (unless ``report`` is given) and apply the policy.
+
+    ``hf_decay_names`` is HF's own decay set for ``model``; under ``hf-default`` it is followed
+    exactly, so that policy reproduces plain `Trainer`.
+    """
+    inner, prefix = unwrap_model(model)
+    if report is None:
+        report = classify_gammas(inner, invariance=config.invariance)
+    if hf_decay_names is not None:
+        # HF's own rule, as the Trainer applies it to this very model, decides `hf-default`.
+        gamma_set = set(report.gammas)
+        report.hf_default = sorted(n for n in gamma_set if prefix + n in hf_decay_names)
+    decayed = report.decay_names(config.policy, include=config.include, exclude=config.exclude)
+    coefficient = weight_decay if config.gamma_weight_decay is None else config.gamma_weight_decay
+    plan = GammaDecayPlan(
+        decayed={prefix + n for n in decayed},
+        gammas={prefix + n for n in report.gammas},
+        coefficient=coefficient,
+        regularization=config.regularization,
+    )
+    return plan, report
+
+
+class GammaRegMixin:
+    """Shared by both Trainers. Extra keyword arguments:
+
+    * ``gamma_report``: a precomputed `GammaReport` (e.g. from ``classify_gammas(model, inputs=...)``
+      for a model whose forward needs special inputs). Otherwise the model is classified once,
+      when the optimizer is created.
+    """
+
+    _gamma_args_class: type = GammaRegTrainingArguments
+
+    def __init__(self, model=None, args=None, *pos, gamma_report: GammaReport | None = None, **kwargs):
+        args = convert_training_args(args, self._gamma_args_class)
+        self.gamma_config: GammaRegConfig = args.gamma_config
+        self.gamma_report: GammaReport | None = gamma_report
+        self.gamma_plan: GammaDecayPlan | None = None
+        super().__init__(model, args, *pos, **kwargs)
+
+    # -- the decision -------------------------------------------------------------------------------
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        hf_names = super().get_decay_parameter_names(model)
+        plan = self._gamma_plan_for(model, set(hf_names))
+        names = [n for n in hf_names if n not in plan.gammas]
+        return names + sorted(plan.optimizer_decayed)
+
+    def _gamma_plan_for(self, model: nn.Module, hf_names: set[str]) -> GammaDecayPlan:
+        plan, self.gamma_report = gamma_decay_plan(
+            model, config=self.gamma_config, weight_decay=self.args.weight_decay,
+            report=self.gamma_report, hf_decay_names=hf_names,
+        )
+        self.gamma_plan = plan
+        if self.is_world_process_zero():
+            logger.info("hf_gammareg: %s", self.gamma_report.summary(
+                self.gamma_config.policy, include=self.gamma_config.include, exclude=self.gamma_config.exclude))
+        return plan
+
+    def create_optimizer(self, *args, **kwargs):
+        created = self.optimizer is None
+        optimizer = super().create_optimizer(*args, **kwargs)
+        plan = self.gamma_plan
+        if not created or plan is None or plan.regularization != "decoupled":
+            return optimizer
+        if plan.coefficient == self.args.weight_decay or not plan.decayed:
+            return optimizer
+        # A γ-specific coefficient: move decayed γ out of HF's decay group into a group of their own.
+        model = self.model if not args else args[0]
+        params = {id(p): p for n, p in model.named_parameters() if n in plan.decayed and p.requires_grad}
+        groups = getattr(optimizer, "param_groups", None)
+        if not groups or not params:
+            return optimizer
+        moved = []
+        for group in groups:
+            keep = [p for p in group["params"] if id(p) not in params]
+            moved += [p for p in group["params"] if id(p) in params]
+            group["params"] = keep
+        optimizer.add_param_group({"params": moved, "weight_decay": plan.coefficient})
+        return optimizer
+
+    # -- coupled L2 ---------------------------------------------------------------------------------
+    def gamma_l2_penalty(self, model: nn.Module | None = None) -> torch.Tensor | None:
+        """λ/2·Σ‖γ‖² over the γ the policy regularizes (``None`` unless ``regularization="l2"``)."""
+        plan = self.gamma_plan
+        if plan is None or plan.regularization != "l2" or not plan.decayed or plan.coefficient == 0:
+            return None
+        model = self.model if model is None else model
+        gammas = [p for n, p in model.named_parameters() if n in plan.decayed and p.requires_grad]
+        if not gammas:
+            return None
+        return 0.5 * plan.coefficient * sum(p.float().pow(2).sum() for p in gammas)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if not model.training:
+            return out  # evaluation losses stay the model's own
+        penalty = self.gamma_l2_penalty()
+        if penalty is None:
+            return out
+        # training_step divides the loss by the accumulation steps unless the loss was already
+        # normalized by num_items_in_batch; the penalty must count once per optimizer step.
+        scaled = getattr(self, "loss_is_scaled_for_ga", None)
+        if scaled is None:
+            scaled = (getattr(self, "model_accepts_loss_kwargs", False) and num_items_in_batch is not None) or (
+                getattr(self, "compute_loss_func", None) is not None)
+        if scaled:
+            penalty = penalty / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        if return_outputs:
+            loss, outputs = out
+            return loss + penalty.to(loss.dtype), outputs
+        return out + penalty.to(out.dtype)
+
+
+class GammaRegTrainer(GammaRegMixin, Trainer):
+    """`transformers.Trainer` whose normalization-scale weight decay follows a `GammaRegConfig` policy.
+
+    Takes `GammaRegTrainingArguments` (a plain `TrainingArguments` is converted, with defaults for
+    the ``gamma_*`` fields) and, optionally, ``gamma_report=``.
+    """
+
+    _gamma_args_class = GammaRegTrainingArguments
+
+
+class GammaRegSeq2SeqTrainer(GammaRegMixin, Seq2SeqTrainer):
+    """`transformers.Seq2SeqTrainer` counterpart of `GammaRegTrainer`."""
+
+    _gamma_args_class = GammaRegSeq2SeqTrainingArguments

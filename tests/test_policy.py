@@ -1,0 +1,46 @@
+"""Policies map roles to decayed γ (DESIGN.md § Policies)."""
+
+import pytest
+
+from hf_gammareg import GammaReport, parse_policy, select_decayed
+
+REPORT = GammaReport(
+    roles={"a.weight": "branch", "b.weight": "invariant", "c.weight": "stream", "d.weight": "head"},
+    reasons={}, norm_types={}, unused=["e.weight"], hf_default=["c.weight", "e.weight"],
+)
+
+
+@pytest.mark.parametrize(
+    "policy,expected",
+    [
+        ("guidelines", {"a.weight", "b.weight"}),
+        ("hf-default", {"c.weight", "e.weight"}),
+        ("all", {"a.weight", "b.weight", "c.weight", "d.weight", "e.weight"}),
+        ("none", set()),
+        ("branch,invariant", {"a.weight", "b.weight", "e.weight"}),
+        ("only:stream", {"c.weight", "e.weight"}),
+        ("only:head", {"d.weight", "e.weight"}),
+        ("head, stream", {"c.weight", "d.weight", "e.weight"}),
+    ],
+)
+def test_policies(policy, expected):
+    # `e.weight` is unused: it follows hf-default (HF decays it here) under role-based policies.
+    if policy == "guidelines":
+        expected = expected | {"e.weight"}
+    assert select_decayed(REPORT, policy) == expected
+
+
+def test_include_and_exclude_override_roles():
+    assert REPORT.decay_names("guidelines", include=[r"^d\."], exclude=[r"^a\."]) == {"b.weight", "d.weight", "e.weight"}
+    assert REPORT.decay_names("all", include=["c"], exclude=["c"]) == {"a.weight", "b.weight", "d.weight", "e.weight"}
+
+
+@pytest.mark.parametrize("bad", ["guideline", "only:trunk", "branch,bogus", "", "only:"])
+def test_unknown_policy_names_the_choices(bad):
+    with pytest.raises(ValueError, match="guidelines"):
+        parse_policy(bad)
+
+
+def test_invalid_regex_names_the_field():
+    with pytest.raises(ValueError, match=r"gamma_include: invalid regular expression '\(unclosed'"):
+        REPORT.decay_names("guidelines", include=["(unclosed"])
