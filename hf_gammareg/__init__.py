@@ -1,17 +1,31 @@
-"""hf_gammareg: decide, γ by γ, which normalization scales get weight decay (Kim et al., arXiv:2205.07260)."""
+"""hf_gammareg: decide, γ by γ, which normalization scales get weight decay (Kim et al., arXiv:2205.07260).
+
+The analysis (`classify_gammas`, `GammaReport`) and the policies load fast; the Trainer-side names
+(`GammaRegTrainer`, the TrainingArguments subclasses, `GammaNormCallback`) import `transformers.Trainer`
+and are loaded on first use, so `hf-gammareg inspect` starts in the time torch takes to import.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .config import (
-    CONFIG_NAME,
-    GammaRegArgumentsMixin,
-    GammaRegConfig,
-    GammaRegSeq2SeqTrainingArguments,
-    GammaRegTrainingArguments,
-)
 from .policy import NAMED_POLICIES, parse_policy, select_decayed
 from .roles import INVARIANCE_MODES, ROLES, GammaAnalysisError, GammaReport, classify_gammas, dummy_inputs, find_gammas
-from .trainer import GammaDecayPlan, GammaRegSeq2SeqTrainer, GammaRegTrainer, gamma_decay_plan, unwrap_model
+
+_LAZY = {
+    "CONFIG_NAME": "config",
+    "GammaRegConfig": "config",
+    "GammaRegArgumentsMixin": "config",
+    "GammaRegTrainingArguments": "config",
+    "GammaRegSeq2SeqTrainingArguments": "config",
+    "GammaRegTrainer": "trainer",
+    "GammaRegSeq2SeqTrainer": "trainer",
+    "GammaDecayPlan": "trainer",
+    "gamma_decay_plan": "trainer",
+    "unwrap_model": "trainer",
+    "GammaNormCallback": "callbacks",
+    "plot_history": "callbacks",
+}
 
 __all__ = [
     "__version__",
@@ -25,14 +39,17 @@ __all__ = [
     "find_gammas",
     "parse_policy",
     "select_decayed",
-    "CONFIG_NAME",
-    "GammaRegConfig",
-    "GammaRegArgumentsMixin",
-    "GammaRegTrainingArguments",
-    "GammaRegSeq2SeqTrainingArguments",
-    "GammaRegTrainer",
-    "GammaRegSeq2SeqTrainer",
-    "GammaDecayPlan",
-    "gamma_decay_plan",
-    "unwrap_model",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hf_gammareg' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -163,6 +163,8 @@ class GammaRegArgumentsMixin:
         gamma_exclude (`list[str]`, *optional*): regexes of γ never to decay (wins over include).
         gamma_regularization (`str`, defaults to `"decoupled"`): `"decoupled"` weight decay or `"l2"` loss penalty.
         gamma_log_norms (`bool`, defaults to `True`): log mean ‖γ‖ per role at each logging step.
+        gamma_allow_config_change (`bool`, defaults to `False`): resume from a checkpoint saved under
+            another γ config (refused by default: it would silently change the split mid-run).
     """
 
     gamma_policy: str = field(default="guidelines", metadata={"help": POLICY_HELP})
@@ -186,6 +188,10 @@ class GammaRegArgumentsMixin:
     )
     gamma_log_norms: bool = field(
         default=True, metadata={"help": "Log mean ‖γ‖ per role at each logging step (GammaNormCallback)."}
+    )
+    gamma_allow_config_change: bool = field(
+        default=False,
+        metadata={"help": "Allow resuming from a checkpoint whose gammareg_config.json differs from this run's."},
     )
 
     def __post_init__(self):

@@ -7,13 +7,16 @@ the model, its `GammaReport` and the config) which γ to decay; everything else 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import Seq2SeqTrainer, Trainer
 
+from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
 from .config import (
+    CONFIG_NAME,
     GammaRegConfig,
     GammaRegSeq2SeqTrainingArguments,
     GammaRegTrainingArguments,
@@ -102,6 +105,11 @@ class GammaRegMixin:
         self.gamma_report: GammaReport | None = gamma_report
         self.gamma_plan: GammaDecayPlan | None = None
         super().__init__(model, args, *pos, **kwargs)
+        self.gamma_norm_callback: GammaNormCallback | None = None
+        if args.gamma_log_norms:
+            self.gamma_norm_callback = GammaNormCallback(policy=self.gamma_config.policy)
+            # First in the list, so that reporters (TensorBoard, W&B, the console) see its log keys.
+            self.callback_handler.callbacks.insert(0, self.gamma_norm_callback)
 
     # -- the decision -------------------------------------------------------------------------------
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
@@ -116,6 +124,8 @@ class GammaRegMixin:
             report=self.gamma_report, hf_decay_names=hf_names,
         )
         self.gamma_plan = plan
+        if self.gamma_norm_callback is not None:
+            self.gamma_norm_callback.set_report(self.gamma_report, prefix=unwrap_model(model)[1])
         if self.is_world_process_zero():
             logger.info("hf_gammareg: %s", self.gamma_report.summary(
                 self.gamma_config.policy, include=self.gamma_config.include, exclude=self.gamma_config.exclude))
@@ -142,6 +152,62 @@ class GammaRegMixin:
             group["params"] = keep
         optimizer.add_param_group({"params": moved, "weight_decay": plan.coefficient})
         return optimizer
+
+    # -- what travels with the model --------------------------------------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call=_internal_call)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save:
+            self.gamma_config.save_pretrained(output_dir)
+            if self.gamma_report is not None:
+                with open(os.path.join(output_dir, REPORT_NAME), "w", encoding="utf-8") as f:
+                    f.write(self.gamma_report.to_json())
+
+    def create_model_card(self, *args, **kwargs):
+        super().create_model_card(*args, **kwargs)
+        path = os.path.join(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or self.gamma_report is None or self.gamma_plan is None:
+            return
+        if not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            card = f.read()
+        if "## γ regularization" in card:
+            return
+        section = model_card_section(self.gamma_report, self.gamma_config.policy, self.gamma_plan.decayed,
+                                     self.gamma_plan.coefficient, self.gamma_plan.regularization,
+                                     self.gamma_config.invariance)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(card.rstrip("\n") + "\n\n" + section)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        self._check_resume_config(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _check_resume_config(self, resume_from_checkpoint) -> None:
+        """Refuse to resume under a γ config other than the checkpoint's (unless allowed)."""
+        if resume_from_checkpoint is None or resume_from_checkpoint is False:
+            return
+        if resume_from_checkpoint is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                return  # HF raises its own clear error for this
+        path = os.path.join(resume_from_checkpoint, CONFIG_NAME)
+        if not os.path.isfile(path):
+            return
+        saved = GammaRegConfig.from_pretrained(resume_from_checkpoint)
+        if saved == self.gamma_config or self.args.gamma_allow_config_change:
+            return
+        diff = {k: (v, getattr(self.gamma_config, k)) for k, v in saved.to_dict().items()
+                if getattr(self.gamma_config, k) != v}
+        raise ValueError(
+            f"{resume_from_checkpoint} was trained with a different γ config "
+            + ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+            + ". Resuming would change which γ are decayed mid-run. Use the checkpoint's settings "
+            "(GammaRegConfig.from_pretrained(checkpoint)), or pass --gamma_allow_config_change to do it anyway."
+        )
 
     # -- coupled L2 ---------------------------------------------------------------------------------
     def gamma_l2_penalty(self, model: nn.Module | None = None) -> torch.Tensor | None:

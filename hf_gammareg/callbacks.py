@@ -1,0 +1,155 @@
+"""Reporting: γ-norm tracking (`GammaNormCallback`), its history file and plots, the model-card section."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from typing import Iterable
+
+import torch
+from transformers import TrainerCallback
+
+from .roles import ROLES, GammaReport
+
+HISTORY_NAME = "gamma_history.jsonl"
+REPORT_NAME = "gamma_report.json"
+
+
+def gamma_norm_stats(model: torch.nn.Module, names_by_role: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """``{role: {"norm": mean ‖γ‖₂, "abs_mean": mean |γ|, "count": n}}`` over the γ of each role."""
+    params = dict(model.named_parameters())
+    stats = {}
+    with torch.no_grad():
+        for role, names in names_by_role.items():
+            tensors = [params[n] for n in names if n in params]
+            if not tensors:
+                continue
+            norms = [t.detach().float().norm().item() for t in tensors]
+            abs_sum = sum(t.detach().float().abs().sum().item() for t in tensors)
+            numel = sum(t.numel() for t in tensors)
+            stats[role] = {"norm": sum(norms) / len(norms), "abs_mean": abs_sum / numel, "count": len(tensors)}
+    return stats
+
+
+class GammaNormCallback(TrainerCallback):
+    """Adds mean ‖γ‖ and mean |γ| per role to the Trainer's logs and to ``output_dir/gamma_history.jsonl``.
+
+    Log keys are ``gamma/<role>/norm`` and ``gamma/<role>/abs_mean``; TensorBoard, W&B and the
+    console get them like any other metric. `GammaRegTrainer` installs this callback first in its
+    list (so reporters that run after it see the keys) unless ``gamma_log_norms=False``; it fills in
+    the role table once the model has been classified. Standalone use: ``GammaNormCallback(report)``.
+    """
+
+    def __init__(self, report: GammaReport | None = None, *, prefix: str = "", policy: str | None = None):
+        self.names_by_role: dict[str, list[str]] = {}
+        self.policy = policy
+        if report is not None:
+            self.set_report(report, prefix=prefix)
+
+    def set_report(self, report: GammaReport, *, prefix: str = "", policy: str | None = None) -> None:
+        by_role: dict[str, list[str]] = defaultdict(list)
+        for name, role in report.roles.items():
+            by_role[role].append(prefix + name)
+        self.names_by_role = {r: by_role[r] for r in ROLES if by_role.get(r)}
+        if policy is not None:
+            self.policy = policy
+
+    def _record(self, args, state, model, logs=None) -> None:
+        if model is None or not self.names_by_role:
+            return
+        stats = gamma_norm_stats(model, self.names_by_role)
+        if logs is not None:
+            keys = {}
+            for role, s in stats.items():
+                keys[f"gamma/{role}/norm"] = round(s["norm"], 6)
+                keys[f"gamma/{role}/abs_mean"] = round(s["abs_mean"], 6)
+            logs.update(keys)
+            # Trainer.log appended its copy of `logs` to the history just before calling us: keep
+            # trainer_state.json in step with what the reporters see.
+            if state.log_history and state.log_history[-1].get("step") == state.global_step:
+                state.log_history[-1].update(keys)
+        if state.is_world_process_zero and args.output_dir:
+            os.makedirs(args.output_dir, exist_ok=True)
+            line = {"step": state.global_step, "epoch": state.epoch, "policy": self.policy, "roles": stats}
+            with open(os.path.join(args.output_dir, HISTORY_NAME), "a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0:  # the starting point of every trajectory; not repeated on resume
+            self._record(args, state, model)
+
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        if logs is not None and ("loss" in logs or "train_loss" in logs):  # training logs, not eval
+            self._record(args, state, model, logs)
+
+
+def read_history(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, HISTORY_NAME) if os.path.isdir(run_dir) else run_dir
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {HISTORY_NAME} in {run_dir!r}: train with GammaRegTrainer (gamma_log_norms=True) first")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_history(run_dirs: Iterable[str], out_path: str, *, stat: str = "norm", labels: list[str] | None = None) -> str:
+    """One PNG: mean ‖γ‖ (``stat="norm"``) or mean |γ| per role over steps, one panel per role.
+
+    Several run dirs are drawn side by side in each panel (a policy comparison). Returns ``out_path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless
+    import matplotlib.pyplot as plt
+
+    run_dirs = list(run_dirs)
+    histories = [read_history(d) for d in run_dirs]
+    if labels is None:
+        labels = []
+        for d, h in zip(run_dirs, histories):
+            policy = next((r.get("policy") for r in h if r.get("policy")), None)
+            labels.append(f"{os.path.basename(os.path.normpath(d))}" + (f" ({policy})" if policy else ""))
+    roles = [r for r in ROLES if any(r in rec["roles"] for h in histories for rec in h)]
+    if not roles:
+        raise ValueError("the history files hold no γ statistics")
+    fig, axes = plt.subplots(1, len(roles), figsize=(4.2 * len(roles), 3.4), squeeze=False)
+    for ax, role in zip(axes[0], roles):
+        for label, history in zip(labels, histories):
+            points = [(rec["step"], rec["roles"][role][stat]) for rec in history if role in rec["roles"]]
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="." if len(points) < 40 else None, label=label)
+        ax.set_title(f"{role} γ")
+        ax.set_xlabel("step")
+        ax.set_ylabel("mean ‖γ‖₂" if stat == "norm" else "mean |γ|")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+def model_card_section(report: GammaReport, policy: str, decayed: set[str], coefficient: float,
+                       regularization: str, invariance: str) -> str:
+    """The "γ regularization" section GammaRegTrainer appends to the model card."""
+    counts = report.counts()
+    lines = [
+        "## γ regularization",
+        "",
+        f"Trained with [hf_gammareg](https://arxiv.org/abs/2205.07260): policy `{policy}`, invariance "
+        f"`{invariance}`, {regularization} weight decay {coefficient:g} on {len(decayed)} of "
+        f"{len(report.gammas)} normalization scales (γ).",
+        "",
+        "| role | γ | values | decayed |",
+        "|---|---|---|---|",
+    ]
+    for role in list(ROLES) + ["unused"]:
+        if role not in counts:
+            continue
+        names = [n for n in report.gammas if report.roles.get(n, "unused") == role]
+        n_decayed = sum(1 for n in names if n in decayed)
+        lines.append(f"| {role} | {counts[role][0]} | {counts[role][1]:,} | {n_decayed} |")
+    lines += ["", f"Per-γ roles and reasons: `{REPORT_NAME}`; settings: `gammareg_config.json`.", ""]
+    return "\n".join(lines)
