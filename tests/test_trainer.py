@@ -6,7 +6,7 @@ from models import tiny_bert, tiny_hf_resnet
 from torch.utils.data import Dataset
 from transformers import HfArgumentParser, Trainer, TrainingArguments
 
-from hf_gammareg import GammaRegConfig, GammaRegTrainer, GammaRegTrainingArguments, classify_gammas
+from hf_gammareg import GammaAnalysisError, GammaRegConfig, GammaRegTrainer, GammaRegTrainingArguments, classify_gammas
 
 STEM = "resnet.embedder.embedder.normalization.weight"
 S0_BN1 = "resnet.encoder.stages.0.layers.0.layer.0.normalization.weight"
@@ -197,3 +197,34 @@ def test_hf_argument_parser_exposes_gamma_fields(tmp_path):
     assert args.gamma_config == GammaRegConfig(policy="only:branch", include=["a", "b"], gamma_weight_decay=0.5)
     help_text = HfArgumentParser(GammaRegTrainingArguments).format_help()
     assert "--gamma_policy" in help_text and "--gamma_regularization" in help_text
+
+
+class NoNorms(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x, labels=None):
+        logits = self.fc(x)
+        return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
+def test_model_without_norms_warns_and_keeps_hf_default(tmp_path):
+    trainer = GammaRegTrainer(model=NoNorms(), args=GammaRegTrainingArguments(**_args(tmp_path)))
+    with pytest.warns(UserWarning, match="no normalization scale parameters"):
+        trainer.create_optimizer()
+    assert _decay_by_name(trainer) == {"fc.weight": 0.05, "fc.bias": 0.0}  # exactly HF's split
+
+
+def test_forward_failure_in_trainer_names_the_fix(tmp_path):
+    class NeedsExtra(NoNorms):
+        def __init__(self):
+            super().__init__()
+            self.ln = torch.nn.LayerNorm(4)
+
+        def forward(self, x, extra, labels=None):
+            return super().forward(self.ln(x) * extra, labels)
+
+    trainer = GammaRegTrainer(model=NeedsExtra(), args=GammaRegTrainingArguments(**_args(tmp_path)))
+    with pytest.raises(GammaAnalysisError, match="gamma_report="):
+        trainer.create_optimizer()
