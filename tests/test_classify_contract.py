@@ -188,3 +188,43 @@ def test_forward_that_cannot_run_with_dummy_inputs_names_the_fix():
 def test_not_a_module():
     with pytest.raises(TypeError, match="torch.nn.Module"):
         classify_gammas(copy.deepcopy)
+
+
+class PreNormBlock(nn.Module):
+    def __init__(self, norm):
+        super().__init__()
+        self.norm, self.fc = norm, nn.Linear(8, 8)
+
+    def forward(self, x):
+        return x + self.fc(torch.nn.functional.silu(self.norm(x)))
+
+
+class TorchNorms(nn.Module):
+    """Pre-norm residual blocks with each of torch's own norm types."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(4, 8)
+        self.blocks = nn.Sequential(PreNormBlock(nn.RMSNorm(8)), PreNormBlock(nn.GroupNorm(2, 8)),
+                                    PreNormBlock(nn.LayerNorm(8)))
+        self.out = nn.RMSNorm(8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.out(self.blocks(self.inp(x))))
+
+
+def test_torch_norm_types():
+    report = classify_gammas(TorchNorms())
+    assert report.roles == {
+        "blocks.0.norm.weight": "branch",
+        "blocks.1.norm.weight": "branch",
+        "blocks.2.norm.weight": "branch",
+        "out.weight": "head",
+    }
+    assert report.norm_types == {
+        "blocks.0.norm.weight": "RMSNorm",
+        "blocks.1.norm.weight": "GroupNorm",
+        "blocks.2.norm.weight": "LayerNorm",
+        "out.weight": "RMSNorm",
+    }
