@@ -136,6 +136,8 @@ class GammaRegConfig:
                 data = json.load(f)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path} is not valid JSON: {exc}") from None
+            except RecursionError:  # e.g. 100,000 nested `[`: fits in the size limit, overflows json's parser
+                raise ValueError(f"{path} is not a {CONFIG_NAME}: JSON nested too deeply") from None
         return cls.from_dict(data)
 
 

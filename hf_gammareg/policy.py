@@ -17,6 +17,19 @@ POLICY_HELP = (
     f"({', '.join(ROLES)}), or 'only:<role>'."
 )
 _MAX_PATTERN_LEN = 1000
+# Python's `re` has no timeout, so a pattern is vetted before it is ever run. Parameter names are
+# short (< ~150 characters), which bounds polynomial backtracking: k unbounded quantifiers cost up
+# to ~len(name)**(k+1) steps on a failed search (measured: `.*.*.*x` 0.03 s, `.*` x5 14 s on 120
+# characters). Nested or alternated quantifiers are exponential whatever the length.
+_MAX_UNBOUNDED_QUANTIFIERS = 3
+
+try:  # Python >= 3.11
+    from re import _parser as _sre_parse
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_parse as _sre_parse
+# Possessive repeats and atomic groups exist from Python 3.11 on.
+_REPEATS = tuple(getattr(_sre_parse, n) for n in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") if hasattr(_sre_parse, n))
+_ATOMIC_GROUP = getattr(_sre_parse, "ATOMIC_GROUP", object())
 
 
 def parse_policy(policy: str) -> str | frozenset[str]:
@@ -49,10 +62,71 @@ def compile_patterns(patterns: Iterable[str] | str | None, field: str) -> list[r
         if len(pattern) > _MAX_PATTERN_LEN:
             raise ValueError(f"{field}: pattern of {len(pattern)} characters is longer than {_MAX_PATTERN_LEN}")
         try:
-            out.append(re.compile(pattern))
+            compiled = re.compile(pattern)
         except re.error as exc:
             raise ValueError(f"{field}: invalid regular expression {pattern!r}: {exc}") from exc
+        check_pattern_backtracking(pattern, field)
+        out.append(compiled)
     return out
+
+
+def check_pattern_backtracking(pattern: str, field_name: str) -> None:
+    """Refuse a regex that can backtrack catastrophically on a parameter name (``ValueError``).
+
+    Refused: a variable quantifier over something that itself varies in length — a nested
+    quantifier (``(a+)+``, ``(.*x)*``) or an alternation (``(a|ab)*``) — which is exponential, and
+    more than ``_MAX_UNBOUNDED_QUANTIFIERS`` unbounded quantifiers (``*``, ``+``, ``{n,}``) in one
+    pattern, which is polynomial of that degree. Patterns that select γ by name never need either;
+    single-character alternatives (``(a|b)+``) compile to a character class and are fine.
+    """
+    unbounded = 0
+
+    def varies(items) -> bool:
+        for op, av in items:
+            if op in _REPEATS:
+                if av[0] != av[1] or varies(av[2]):
+                    return True
+            elif op is _sre_parse.BRANCH:
+                return True
+            elif op is _sre_parse.SUBPATTERN and varies(av[-1]):
+                return True
+            elif op is _ATOMIC_GROUP and varies(av):
+                return True
+        return False
+
+    def walk(items) -> None:
+        nonlocal unbounded
+        for op, av in items:
+            if op in _REPEATS:
+                lo, hi, body = av
+                if hi == _sre_parse.MAXREPEAT:
+                    unbounded += 1
+                if hi != lo and hi > 1 and varies(body):
+                    raise ValueError(
+                        f"{field_name}: pattern {pattern[:80]!r} nests a quantifier or an alternation inside a "
+                        "quantifier (like `(a+)+` or `(a|ab)*`), which can backtrack for exponential time; "
+                        "rewrite it without the nesting (e.g. `a+` for `(a+)+`)")
+                walk(body)
+            elif op is _sre_parse.BRANCH:
+                for alternative in av[1]:
+                    walk(alternative)
+            elif op is _sre_parse.SUBPATTERN:
+                walk(av[-1])
+            elif op is _ATOMIC_GROUP:
+                walk(av)
+            elif op in (_sre_parse.ASSERT, _sre_parse.ASSERT_NOT):
+                walk(av[1])
+            elif op is _sre_parse.GROUPREF_EXISTS:
+                walk(av[1])
+                if av[2] is not None:
+                    walk(av[2])
+
+    walk(_sre_parse.parse(pattern))
+    if unbounded > _MAX_UNBOUNDED_QUANTIFIERS:
+        raise ValueError(
+            f"{field_name}: pattern {pattern[:80]!r} has {unbounded} unbounded quantifiers (`*`, `+`, `{{n,}}`); "
+            f"at most {_MAX_UNBOUNDED_QUANTIFIERS} are allowed, because backtracking over a name grows with "
+            "its length to that power; anchor the pattern or spell out the literal parts")
 
 
 def select_decayed(

@@ -263,6 +263,9 @@ def dummy_inputs(model: nn.Module, device: torch.device | str = "cpu") -> dict[s
         return (torch.zeros(_BATCH, first.in_features, device=device),)
     if isinstance(first, nn.Embedding):
         return (torch.zeros(_BATCH, _SEQ, dtype=torch.long, device=device),)
+    shape = getattr(first, "normalized_shape", None)  # LayerNorm / RMSNorm first
+    if shape is not None:
+        return (torch.zeros(_BATCH, *shape, device=device),)
     raise GammaAnalysisError(
         f"cannot guess inputs for {type(model).__name__} (no HF config, first layer "
         f"{type(first).__name__ if first is not None else 'none'}); pass `inputs=` to classify_gammas"
@@ -311,11 +314,14 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     """A structural copy of ``model`` whose parameters and buffers live on ``meta`` (no data copied).
 
     The deepcopy memo is pre-filled with meta stand-ins, so tied parameters stay tied and names stay
-    the same, while no real tensor data is ever duplicated.
+    the same, while no real tensor data is ever duplicated. A DeepSpeed ZeRO-3 parameter is an empty
+    placeholder whose real shape is ``ds_shape``; its meta stand-in gets that shape.
     """
     memo: dict[int, Any] = {}
     for p in model.parameters():
-        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=True)
+        shape = getattr(p, "ds_shape", None)
+        meta = torch.empty(shape, dtype=p.dtype, device="meta") if shape is not None else torch.empty_like(p, device="meta")
+        memo[id(p)] = nn.Parameter(meta, requires_grad=True)
     for b in model.buffers():
         memo[id(b)] = torch.empty_like(b, device="meta")
     return copy.deepcopy(model, memo)
@@ -800,13 +806,15 @@ def _storage_key(tensor: torch.Tensor) -> int:
 
 
 def _prepare_inputs(obj, device, storages: set[int], float_ids: set[int]):
-    """Move inputs to ``device``; float tensors become leaves that require grad (so the graph shows
-    where data enters), integer tensors are remembered by storage (embedding lookups of them are data)."""
+    """Move inputs to ``device``. A float tensor becomes a leaf that requires grad, passed on through a
+    clone: the clone is a computed node, so the input counts as a signal where it meets an addition
+    (a raw input can be the residual stream), and it marks where data enters the graph. Integer
+    tensors are remembered by storage (embedding lookups of them are data)."""
     if isinstance(obj, torch.Tensor):
         if obj.is_floating_point():
             leaf = obj.detach().to(device).requires_grad_(True)
             float_ids.add(id(leaf))
-            return leaf
+            return leaf.clone()
         moved = obj.to(device)
         storages.add(_storage_key(moved))
         return moved
@@ -867,7 +875,7 @@ def classify_gammas(model: nn.Module, inputs=None, *, invariance: str = "exact")
 
 def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
     gammas = find_gammas(model)
-    numel = {n: p.numel() for n, p in model.named_parameters() if n in gammas}
+    numel = {n: getattr(p, "ds_numel", p.numel()) for n, p in model.named_parameters() if n in gammas}  # ZeRO-3
     try:
         hf_default = sorted(hf_default_decay_names(model) & set(gammas))
     except Exception:  # pragma: no cover - only if transformers' Trainer API changes shape

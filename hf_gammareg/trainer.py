@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -27,12 +27,17 @@ from .roles import GammaReport, classify_gammas
 logger = logging.getLogger(__name__)
 
 # Wrappers that add a prefix to parameter names: torch.compile (`_orig_mod.`), DDP/DataParallel
-# (`module.`). Roles are computed on the unwrapped model and the names mapped back.
-_WRAPPER_ATTRS = ("_orig_mod", "module")
+# (`module.`), FSDP1 (`_fsdp_wrapped_module.`). Roles are computed on the unwrapped model and the
+# names mapped back.
+_WRAPPER_ATTRS = ("_orig_mod", "module", "_fsdp_wrapped_module")
+# Segments that wrappers insert *inside* names, at any depth: FSDP1 wraps each auto-wrapped layer
+# (`layer.0._fsdp_wrapped_module.attention…`), activation checkpointing wraps blocks
+# (`_checkpoint_wrapped_module`), and a compiled submodule keeps `_orig_mod`.
+_INNER_WRAPPER_SEGMENTS = frozenset(("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod"))
 
 
 def unwrap_model(model: nn.Module) -> tuple[nn.Module, str]:
-    """Strip torch.compile/DDP wrappers; returns ``(inner model, name prefix the wrappers add)``."""
+    """Strip torch.compile/DDP/FSDP wrappers; returns ``(inner model, name prefix the wrappers add)``."""
     prefix = ""
     while True:
         for attr in _WRAPPER_ATTRS:
@@ -44,6 +49,20 @@ def unwrap_model(model: nn.Module) -> tuple[nn.Module, str]:
             return model, prefix
 
 
+def parameter_name_map(model: nn.Module) -> dict[str, str]:
+    """``{name in the unwrapped model: name in model}`` for every parameter of a (wrapped) ``model``."""
+    _, prefix = unwrap_model(model)
+    out: dict[str, str] = {}
+    for name, _ in model.named_parameters():
+        inner = name[len(prefix):] if name.startswith(prefix) else name
+        out.setdefault(".".join(s for s in inner.split(".") if s not in _INNER_WRAPPER_SEGMENTS), name)
+    return out
+
+
+def _is_fsdp1(model: nn.Module) -> bool:
+    return any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
+
+
 @dataclass
 class GammaDecayPlan:
     """Which γ the optimizer decays, which get the L2 penalty, and with what coefficient."""
@@ -52,6 +71,7 @@ class GammaDecayPlan:
     gammas: set[str]  # every γ name
     coefficient: float
     regularization: str  # "decoupled" | "l2"
+    frozen: set[str] = field(default_factory=set)  # γ that do not require grad (never decayed)
 
     @property
     def optimizer_decayed(self) -> set[str]:
@@ -69,22 +89,46 @@ def gamma_decay_plan(
     """Decide γ decay for ``model``: classify (unless ``report`` is given) and apply the policy.
 
     ``hf_decay_names`` is HF's own decay set for ``model``; under ``hf-default`` it is followed
-    exactly, so that policy reproduces plain `Trainer`.
+    exactly, so that policy reproduces plain `Trainer`. ``model`` may be wrapped (DDP, torch.compile,
+    FSDP with ``use_orig_params=True``): the analysis runs on the unwrapped model (for FSDP, pass a
+    ``report`` made before wrapping) and the plan holds ``model``'s own parameter names. Raises
+    ``ValueError`` if a γ of the report cannot be found among ``model``'s parameters.
     """
-    inner, prefix = unwrap_model(model)
     if report is None:
-        report = classify_gammas(inner, invariance=config.invariance)
+        if _is_fsdp1(model):
+            # FSDP1 has already flattened and sharded the parameters: a forward on a copy of this
+            # model sees the shards, not the layers. GammaRegTrainer.train classifies before wrapping.
+            raise ValueError(
+                "cannot classify γ of a model FSDP has already wrapped (its parameters are flattened "
+                "shards); classify the model before wrapping it and pass the report: "
+                "gamma_decay_plan(fsdp_model, report=classify_gammas(model), ...)")
+        report = classify_gammas(unwrap_model(model)[0], invariance=config.invariance)
+    # The report's names are the unwrapped model's; map them onto `model`'s own names.
+    actual = parameter_name_map(model)
+    missing = [n for n in report.gammas if n not in actual]
+    if missing:
+        # Never build an optimizer with a split that silently misses γ (e.g. FSDP without
+        # use_orig_params=True, where the optimizer only sees `_flat_param`s; or a report made
+        # for another model).
+        raise ValueError(
+            f"{len(missing)} γ of the γ report are not parameters of the model the optimizer is built for "
+            f"(first: {missing[:3]}). Under FSDP set use_orig_params=True (fsdp_use_orig_params); a "
+            "precomputed gamma_report= must come from this very model (after PEFT wrapping, if any).")
     if hf_decay_names is not None:
         # HF's own rule, as the Trainer applies it to this very model, decides `hf-default`.
-        gamma_set = set(report.gammas)
-        report.hf_default = sorted(n for n in gamma_set if prefix + n in hf_decay_names)
+        report.hf_default = sorted(n for n in report.gammas if actual[n] in hf_decay_names)
     decayed = report.decay_names(config.policy, include=config.include, exclude=config.exclude)
+    params = dict(model.named_parameters())
+    # A frozen γ (a PEFT/LoRA base model's norms) is never in the optimizer; leaving it out of the
+    # plan keeps the logged counts and the model card true to what is trained.
+    frozen = {n for n in report.gammas if not params[actual[n]].requires_grad}
     coefficient = weight_decay if config.gamma_weight_decay is None else config.gamma_weight_decay
     plan = GammaDecayPlan(
-        decayed={prefix + n for n in decayed},
-        gammas={prefix + n for n in report.gammas},
+        decayed={actual[n] for n in decayed - frozen},
+        gammas={actual[n] for n in report.gammas},
         coefficient=coefficient,
         regularization=config.regularization,
+        frozen={actual[n] for n in frozen},
     )
     return plan, report
 
@@ -125,10 +169,14 @@ class GammaRegMixin:
         )
         self.gamma_plan = plan
         if self.gamma_norm_callback is not None:
+            # Under FSDP the names carry inner wrapper segments the prefix does not cover, and the
+            # parameters are shards: the callback then finds none of its names and logs nothing.
             self.gamma_norm_callback.set_report(self.gamma_report, prefix=unwrap_model(model)[1])
         if self.is_world_process_zero():
             logger.info("hf_gammareg: %s", self.gamma_report.summary(
                 self.gamma_config.policy, include=self.gamma_config.include, exclude=self.gamma_config.exclude))
+            if plan.frozen:
+                logger.info("hf_gammareg: %d γ do not require grad and are left out of the optimizer", len(plan.frozen))
         return plan
 
     def create_optimizer(self, *args, **kwargs):
@@ -140,7 +188,8 @@ class GammaRegMixin:
         if plan.coefficient == self.args.weight_decay or not plan.decayed:
             return optimizer
         # A γ-specific coefficient: move decayed γ out of HF's decay group into a group of their own.
-        model = self.model if not args else args[0]
+        model = args[0] if args else kwargs.get("model")
+        model = self.model if model is None else model
         params = {id(p): p for n, p in model.named_parameters() if n in plan.decayed and p.requires_grad}
         groups = getattr(optimizer, "param_groups", None)
         if not groups or not params:
@@ -150,7 +199,8 @@ class GammaRegMixin:
             keep = [p for p in group["params"] if id(p) not in params]
             moved += [p for p in group["params"] if id(p) in params]
             group["params"] = keep
-        optimizer.add_param_group({"params": moved, "weight_decay": plan.coefficient})
+        # The marker lets a resume re-apply the coefficient after the checkpoint's state is loaded.
+        optimizer.add_param_group({"params": moved, "weight_decay": plan.coefficient, "gamma_group": True})
         return optimizer
 
     # -- what travels with the model --------------------------------------------------------------------
@@ -182,7 +232,34 @@ class GammaRegMixin:
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         self._check_resume_config(resume_from_checkpoint)
+        if self.gamma_report is None and self.optimizer is None and self.model_init is None:
+            # Classify now, while `self.model` is still the user's model: FSDP flattens and shards
+            # the parameters in `accelerator.prepare` *before* HF builds the optimizer (FSDP1 delays
+            # optimizer creation), and a forward on shards cannot show the layers' dataflow.
+            self.gamma_report = classify_gammas(unwrap_model(self.model)[0], invariance=self.gamma_config.invariance)
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        try:
+            super()._load_optimizer_and_scheduler(checkpoint)
+        except ValueError as exc:
+            if "parameter group" not in str(exc):
+                raise
+            # torch matches saved optimizer state to parameters by position inside each group; a
+            # resume under another γ split (allowed by gamma_allow_config_change) moves γ between
+            # groups, so the saved state cannot be mapped back. Say so instead of torch's message.
+            raise ValueError(
+                f"the optimizer state in {checkpoint} was saved under another split of the parameters into "
+                "weight-decay groups (a different γ policy, include/exclude, or gamma_weight_decay on/off), so "
+                "it cannot be restored onto this run's groups. To resume the weights with a fresh optimizer "
+                f"state, remove {os.path.join(checkpoint, 'optimizer.pt')}.") from exc
+        plan = self.gamma_plan
+        if checkpoint is not None and plan is not None and self.optimizer is not None:
+            # `Optimizer.load_state_dict` restores each group's hyperparameters from the checkpoint; under
+            # gamma_allow_config_change the γ coefficient is this run's, not the checkpoint's.
+            for group in getattr(self.optimizer, "param_groups", []):
+                if group.get("gamma_group"):
+                    group["weight_decay"] = plan.coefficient
 
     def _check_resume_config(self, resume_from_checkpoint) -> None:
         """Refuse to resume under a γ config other than the checkpoint's (unless allowed)."""

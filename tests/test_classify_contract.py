@@ -228,3 +228,22 @@ def test_torch_norm_types():
         "blocks.2.norm.weight": "LayerNorm",
         "out.weight": "RMSNorm",
     }
+
+
+class RawInputResidual(nn.Module):
+    """The raw float input is the residual stream itself: x + fc(ln(x)), twice, with one shared LN."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.shared, self.out = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.fc1, self.fc2, self.head = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, 2)
+
+    def forward(self, x):
+        x = x + self.fc1(self.shared(x))
+        x = x + self.fc2(self.shared(x))
+        return self.head(self.out(x))
+
+
+def test_raw_input_counts_as_the_stream():
+    report = classify_gammas(RawInputResidual())  # dummy input shaped from the first LayerNorm
+    assert report.roles == {"shared.weight": "branch", "out.weight": "head"}
