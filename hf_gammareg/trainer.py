@@ -149,6 +149,12 @@ class GammaRegMixin:
         self.gamma_report: GammaReport | None = gamma_report
         self.gamma_plan: GammaDecayPlan | None = None
         super().__init__(model, args, *pos, **kwargs)
+        if self.optimizer is not None and self.gamma_config.regularization == "decoupled":
+            logger.warning(
+                "hf_gammareg: an optimizer was passed in, so its parameter groups (and their weight decay) "
+                "are yours: gamma_policy=%r does not reach it. Build the groups with "
+                "trainer.get_decay_parameter_names(model), or use gamma_regularization='l2'.",
+                self.gamma_config.policy)
         self.gamma_norm_callback: GammaNormCallback | None = None
         if args.gamma_log_norms:
             self.gamma_norm_callback = GammaNormCallback(policy=self.gamma_config.policy)
@@ -289,6 +295,10 @@ class GammaRegMixin:
     # -- coupled L2 ---------------------------------------------------------------------------------
     def gamma_l2_penalty(self, model: nn.Module | None = None) -> torch.Tensor | None:
         """λ/2·Σ‖γ‖² over the γ the policy regularizes (``None`` unless ``regularization="l2"``)."""
+        if self.gamma_plan is None and self.gamma_config.regularization == "l2":
+            # A user-supplied optimizer skips create_optimizer, where the plan is normally made; the
+            # penalty needs no optimizer, so make the plan here rather than silently skip it.
+            self._gamma_plan_for(self.model, set(super().get_decay_parameter_names(self.model)))
         plan = self.gamma_plan
         if plan is None or plan.regularization != "l2" or not plan.decayed or plan.coefficient == 0:
             return None

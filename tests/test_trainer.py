@@ -228,3 +228,17 @@ def test_forward_failure_in_trainer_names_the_fix(tmp_path):
     trainer = GammaRegTrainer(model=NeedsExtra(), args=GammaRegTrainingArguments(**_args(tmp_path)))
     with pytest.raises(GammaAnalysisError, match="gamma_report="):
         trainer.create_optimizer()
+
+
+def test_l2_applies_with_a_user_supplied_optimizer(tmp_path):
+    model = tiny_hf_resnet("basic")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    args = GammaRegTrainingArguments(**_args(tmp_path), gamma_regularization="l2", gamma_weight_decay=0.2)
+    trainer = GammaRegTrainer(model=model, args=args, optimizers=(optimizer, None))
+    model.train()
+    batch = {"pixel_values": Images()[0]["pixel_values"][None].repeat(2, 1, 1, 1), "labels": torch.tensor([0, 1])}
+    penalty = trainer.compute_loss(model, batch) - model(**batch).loss
+    params = dict(model.named_parameters())
+    expected = 0.5 * 0.2 * sum(params[n].pow(2).sum() for n in (S0_BN1, S0_BN2, S1_BN1, S1_BN2))
+    assert expected.item() == pytest.approx(0.1 * 96)  # γ start at 1: 16 + 16 + 32 + 32 channels
+    torch.testing.assert_close(penalty, expected)
