@@ -1,0 +1,75 @@
+"""Render the GPU tables (results/sst2_gpu.md, results/iwslt14_gpu_budget.md) from the recorded runs.
+
+    python results/gpu/make_tables.py
+
+Reads session*_results.json (each run's own results.json, as the recipes wrote them on the GPU
+machine) and sessions.json (what the device printed); the tables come out of recipes/sweep.py's
+`write_tables`, so they have the same layout as the CPU sweeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "recipes"))
+
+from sweep import write_tables  # noqa: E402
+
+ENTRIES = {"hf-default": "hf-default", "guidelines": "guidelines", "guidelines-approx": "guidelines+approximate",
+           "all": "all"}
+
+
+def rows_for(prefix: str) -> list[dict]:
+    rows = []
+    for name in sorted(f for f in os.listdir(HERE) if f.startswith("session") and f.endswith("_results.json")):
+        with open(os.path.join(HERE, name), encoding="utf-8") as f:
+            runs = json.load(f)
+        for run, files in runs.items():
+            if not run.startswith(prefix) or "results.json" not in files:
+                continue
+            r = files["results.json"]
+            entry = ENTRIES[run[len(prefix):]]
+            rows.append({"entry": entry, "policy": r["gamma"]["policy"], "invariance": r["gamma"]["invariance"],
+                         "seed": r.get("seed"), "n_gammas": r["gamma"]["n_gammas"], "n_decayed": r["gamma"]["n_decayed"],
+                         **{k: r[k] for k in ("recipe", "metrics", "primary_metric", "paper", "train_loss", "wall_s")}})
+    return rows
+
+
+def main() -> int:
+    with open(os.path.join(HERE, "sessions.json"), encoding="utf-8") as f:
+        facts = json.load(f)
+    common = [f"hardware: {facts['device']}", f"packages: {facts['software']}",
+              "device script: results/gpu/gpu_run.sh (six runs side by side on the one GPU), called as "
+              + " and ".join(f"`{s['command']}` (wall {s['wall_s_all_six_runs_in_parallel']} s)" for s in facts["sessions"]),
+              f"model and data: {facts['carried']}"]
+    sst2 = rows_for("sst2-")
+    header = common + [
+        "config: recipes/configs/sst2_bert.yaml (paper scale: full 67,349-sentence train set, length 128, batch 32, "
+        "lr 2e-5, 3 epochs, 10 % warmup, weight decay 0.01, AdamW) with --model_name_or_path .devcarry/minilm "
+        "--bf16 true; all-MiniLM-L6-v2 replaces bert-base-uncased, which cannot be downloaded here",
+        f"seeds: {sorted({r['seed'] for r in sst2})}",
+    ]
+    args = argparse.Namespace(results_dir=os.path.join(HERE, ".."), name="sst2_gpu",
+                              policies=list(ENTRIES.values()), seeds=sorted({r["seed"] for r in sst2}))
+    write_tables(args, sst2, header)
+    mt = rows_for("mt-")
+    header = common + [
+        "config: recipes/configs/iwslt14_transformer.yaml (transformer_iwslt_de_en: 6+6 layers, d512, FFN 1024, "
+        "4 heads, lr 5e-4 inverse-sqrt, 4,000 warmup steps, ~4,096-token batches) with --data_dir Multi30k "
+        "(IWSLT14 is not available offline) --max_steps 2000 --bf16 true: a fixed budget of 2,000 steps "
+        "(~17.5 epochs of Multi30k, still inside the 4,000-step warmup), beam 5 on the 1,000-sentence test set",
+        f"seeds: {sorted({r['seed'] for r in mt})}",
+    ]
+    args = argparse.Namespace(results_dir=os.path.join(HERE, ".."), name="iwslt14_gpu_budget",
+                              policies=["hf-default", "guidelines"], seeds=sorted({r["seed"] for r in mt}))
+    write_tables(args, mt, header)
+    print("wrote results/sst2_gpu.md and results/iwslt14_gpu_budget.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
