@@ -416,8 +416,7 @@ class _Graph:
                         stack.append(fn)
         self.param_ids = param_ids
         self._is_matrix: dict[Any, bool] = {}
-        self._roots: dict[Any, frozenset] = {}
-        self._compute_roots()
+        self._roots: dict[Any, frozenset] = {}  # filled only when no data entry point is known
         self._data: set | None = None
         seeds = {n for n in data_seeds if n in self.seq}
         seeds |= {c for leaf, v in self.leaf_var.items() if id(v) in float_input_ids for c in self.consumers.get(leaf, ())}
@@ -437,6 +436,8 @@ class _Graph:
         """
         if self._data is not None:
             return other not in self._data
+        if not self._roots:
+            self._compute_roots()
         return self._roots[other].isdisjoint(self._roots[mine])
 
     def signal_inputs(self, node) -> list:
