@@ -1,6 +1,8 @@
 """Render the GPU tables (results/sst2_gpu.md, results/iwslt14_gpu_budget.md) from the recorded runs.
 
     python results/gpu/make_tables.py
+    python results/gpu/make_tables.py --histories runs/gpu   # also unpack each run's gamma_history.jsonl
+    hf-gammareg plot runs/gpu/session1/mt-hf-default runs/gpu/session1/mt-guidelines --out docs/gamma_norms_iwslt14_gpu.png
 
 Reads session*_results.json (each run's own results.json, as the recipes wrote them on the GPU
 machine) and sessions.json (what the device printed); the tables come out of recipes/sweep.py's
@@ -39,7 +41,25 @@ def rows_for(prefix: str) -> list[dict]:
     return rows
 
 
-def main() -> int:
+def unpack_histories(target: str) -> None:
+    """Write every recorded run's gamma_history.jsonl to ``target/<session>/<run>/`` for `hf-gammareg plot`."""
+    for name in sorted(f for f in os.listdir(HERE) if f.startswith("session") and f.endswith("_results.json")):
+        with open(os.path.join(HERE, name), encoding="utf-8") as f:
+            runs = json.load(f)
+        for run, files in runs.items():
+            if "gamma_history.jsonl" in files:
+                out = os.path.join(target, name[: -len("_results.json")], run)
+                os.makedirs(out, exist_ok=True)
+                with open(os.path.join(out, "gamma_history.jsonl"), "w", encoding="utf-8") as f:
+                    f.writelines(json.dumps(line) + "\n" for line in files["gamma_history.jsonl"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--histories", help="also unpack the runs' gamma_history.jsonl files under this folder")
+    cli = parser.parse_args(argv)
+    if cli.histories:
+        unpack_histories(cli.histories)
     with open(os.path.join(HERE, "sessions.json"), encoding="utf-8") as f:
         facts = json.load(f)
     common = [f"hardware: {facts['device']}", f"packages: {facts['software']}",
