@@ -114,3 +114,22 @@ def test_config_validation_names_the_field(tmp_path, content, match):
 def test_config_from_missing_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="no gammareg_config.json"):
         GammaRegConfig.from_pretrained(tmp_path)
+
+
+def test_config_from_hub_repo_id_reads_json_only(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    (tmp_path / "gammareg_config.json").write_text('{"policy": "only:branch", "gamma_weight_decay": 0.2}')
+    calls = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename, kwargs))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    cfg = GammaRegConfig.from_pretrained("someone/some-model", revision="main")
+    assert cfg == GammaRegConfig(policy="only:branch", gamma_weight_decay=0.2)
+    assert calls == [("someone/some-model", "gammareg_config.json", {"revision": "main"})]
+    (tmp_path / "gammareg_config.json").write_text('{"policy": "only:branch", "pickle": "cos\\nsystem"}')
+    with pytest.raises(ValueError, match="unknown field"):
+        GammaRegConfig.from_pretrained("someone/some-model")
