@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     common = [f"hardware: {facts['device']}", f"packages: {facts['software']}",
               "device script: results/gpu/gpu_run.sh (six runs side by side on the one GPU), called as "
               + " and ".join(f"`{s['command']}` (wall {s['wall_s_all_six_runs_in_parallel']} s)" for s in facts["sessions"]),
-              f"model and data: {facts['carried']}"]
+              f"model and data: {facts['carried']}",
+              "recipe code: the recipes as they stood at the time (before they were first committed); the classifier "
+              "head / translation model was initialized before the recipe called set_seed (fixed since), so a "
+              "seed did not pin the initial weights of these runs"]
     sst2 = rows_for("sst2-")
     header = common + [
         "config: recipes/configs/sst2_bert.yaml (paper scale: full 67,349-sentence train set, length 128, batch 32, "

@@ -1,0 +1,311 @@
+"""Train fairseq's ``transformer_iwslt_de_en`` from scratch as an HF `MarianMTModel`, with `GammaRegSeq2SeqTrainer`.
+
+Paper scale (6+6 layers, d_model 512, FFN 1024, 4 heads, post-LN, dropout 0.3, label smoothing 0.1,
+Adam β=(0.9, 0.98), lr 5e-4 inverse-sqrt after 4,000 warmup steps, weight decay 1e-4, ~4,096-token batches):
+
+    python recipes/iwslt14_transformer.py recipes/configs/iwslt14_transformer.yaml --gamma_policy guidelines
+    accelerate launch recipes/iwslt14_transformer.py recipes/configs/iwslt14_transformer.yaml --gamma_policy all
+
+CPU scale (3+3 layers, d_model 256, a slice of Multi30k De→En, which stands in for IWSLT14 offline):
+
+    HF_HUB_OFFLINE=1 python recipes/iwslt14_transformer.py recipes/configs/iwslt14_transformer_cpu.yaml
+
+Data, first that is given: ``--train_src/--train_tgt/--eval_src/--eval_tgt`` files; ``--data_dir`` holding
+``{train,valid,test}.{src_lang,tgt_lang}`` (fairseq's IWSLT14 layout, e.g. ``../shared/data/iwslt14-de-en``
+with 160,239 / 7,283 / 6,750 pairs); ``--dataset_name`` (a Hub dataset with a ``translation`` column).
+
+Tokenization: a joint SentencePiece model trained here on the training text (both sides) and saved as
+``<output_dir>/spm.model``. Evaluation: beam search (``generation_num_beams``) on the eval split, then
+
+* **sacreBLEU** (13a, cased) on detokenized text, and
+* **tokenized BLEU** on lowercased, Moses-tokenized text with ``tokenize="none"`` — what fairseq papers
+  report (the paper's 35.14 is of this kind).
+
+With ``data_is_tokenized`` (IWSLT14 as fairseq prepares it, Multi30k) the references are already tokenized
+and lowercased: the SentencePiece-decoded hypothesis is then tokenized text too (SentencePiece restores the
+input's spaces), and both sides are detokenized for sacreBLEU with sacremoses when it is installed, else a
+small rule-based detokenizer (recorded as ``detokenizer`` in ``results.json``). For raw data the order is
+reversed: sacreBLEU on the text as is, tokenized BLEU after sacremoses or sacreBLEU's 13a tokenizer.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
+
+from recipe_utils import ListDataset, Stopwatch, gamma_record, load_hub_dataset, parse_args, read_lines, write_results
+from torch.utils.data import DataLoader
+from transformers import HfArgumentParser, MarianConfig, MarianMTModel, set_seed
+
+from hf_gammareg import GammaRegSeq2SeqTrainer, GammaRegSeq2SeqTrainingArguments
+
+PAPER = {"tok_bleu": 35.14}  # Kim et al., Transformer on IWSLT14 De→En (tokenized BLEU, test set)
+PAD, UNK, EOS = 0, 1, 2  # SentencePiece ids; Marian starts decoding from PAD
+
+
+@dataclass
+class TranslationArguments:
+    src_lang: str = field(default="de")
+    tgt_lang: str = field(default="en")
+    data_dir: str | None = field(default=None, metadata={"help": "Holds {train,valid,test}.{src,tgt} files."})
+    train_src: str | None = field(default=None)
+    train_tgt: str | None = field(default=None)
+    eval_src: str | None = field(default=None)
+    eval_tgt: str | None = field(default=None)
+    eval_split: str = field(default="test", metadata={"help": "Split of data_dir/Hub scored with BLEU."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset with a `translation` column."})
+    dataset_config_name: str | None = field(default=None)
+    data_is_tokenized: bool = field(default=True, metadata={"help": "Text is lowercased + Moses-tokenized."})
+    max_train_samples: int | None = field(default=None)
+    max_eval_samples: int | None = field(default=None)
+    max_source_length: int = field(default=256, metadata={"help": "Longer pieces sequences are truncated."})
+    max_tokens: int = field(default=4096, metadata={"help": "Padded tokens per training batch (per device)."})
+    spm_vocab_size: int = field(default=10000)
+    spm_model_type: str = field(default="bpe", metadata={"choices": ["bpe", "unigram"]})
+    encoder_layers: int = field(default=6)
+    decoder_layers: int = field(default=6)
+    d_model: int = field(default=512)
+    ffn_dim: int = field(default=1024)
+    attention_heads: int = field(default=4)
+    dropout: float = field(default=0.3)
+    attention_dropout: float = field(default=0.0)
+    activation_dropout: float = field(default=0.0)
+    max_position_embeddings: int = field(default=1024)
+    results_file: str | None = field(default=None, metadata={"help": "Defaults to <output_dir>/results.json."})
+    save_model: bool = field(default=False)
+
+
+def make_parser() -> HfArgumentParser:
+    return HfArgumentParser((TranslationArguments, GammaRegSeq2SeqTrainingArguments))
+
+
+# -- data ---------------------------------------------------------------------------------------------
+def load_pairs(args: TranslationArguments, split: str) -> tuple[list[str], list[str]]:
+    if args.train_src or args.eval_src:
+        src, tgt = (args.train_src, args.train_tgt) if split == "train" else (args.eval_src, args.eval_tgt)
+        src, tgt = read_lines(src), read_lines(tgt)
+    elif args.data_dir:
+        name = split if split == "train" else args.eval_split
+        src = read_lines(os.path.join(args.data_dir, f"{name}.{args.src_lang}"))
+        tgt = read_lines(os.path.join(args.data_dir, f"{name}.{args.tgt_lang}"))
+    elif args.dataset_name:
+        rows = load_hub_dataset(args.dataset_name, args.dataset_config_name,
+                                "train" if split == "train" else args.eval_split)
+        src = [r["translation"][args.src_lang] for r in rows]
+        tgt = [r["translation"][args.tgt_lang] for r in rows]
+    else:
+        raise ValueError("give --data_dir, --train_src/--train_tgt/--eval_src/--eval_tgt or --dataset_name")
+    if len(src) != len(tgt):
+        raise ValueError(f"{split}: {len(src)} source lines but {len(tgt)} target lines")
+    limit = args.max_train_samples if split == "train" else args.max_eval_samples
+    return (src[:limit], tgt[:limit]) if limit else (src, tgt)
+
+
+def train_sentencepiece(lines: list[str], prefix: str, args: TranslationArguments):
+    import sentencepiece as spm
+
+    os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_prefix=prefix, vocab_size=args.spm_vocab_size,
+        model_type=args.spm_model_type, character_coverage=1.0, pad_id=PAD, unk_id=UNK, eos_id=EOS, bos_id=-1,
+        hard_vocab_limit=False,  # a small slice may not support the full vocabulary; take what it has
+        input_sentence_size=2_000_000, shuffle_input_sentence=True, minloglevel=2,
+    )
+
+
+def encode(sp, src: list[str], tgt: list[str], max_len: int) -> list[dict]:
+    src_ids, tgt_ids = sp.encode(src), sp.encode(tgt)
+    return [{"input_ids": s[: max_len - 1] + [EOS], "labels": t[: max_len - 1] + [EOS]}
+            for s, t in zip(src_ids, tgt_ids)]
+
+
+def collate(features: list[dict]) -> dict[str, torch.Tensor]:
+    """Pad sources with PAD, labels with -100; decoder inputs are labels shifted right after PAD (Marian)."""
+    n, src_len = len(features), max(len(f["input_ids"]) for f in features)
+    tgt_len = max(len(f["labels"]) for f in features)
+    input_ids = torch.full((n, src_len), PAD)
+    labels = torch.full((n, tgt_len), -100)
+    for i, f in enumerate(features):
+        input_ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+        labels[i, : len(f["labels"])] = torch.tensor(f["labels"])
+    # The Trainer pops `labels` when label smoothing is on, so the model cannot build these itself.
+    shifted = labels[:, :-1].masked_fill(labels[:, :-1] == -100, PAD)
+    decoder_input_ids = torch.cat([torch.full((n, 1), PAD), shifted], dim=1)
+    return {"input_ids": input_ids, "attention_mask": (input_ids != PAD).long(), "labels": labels,
+            "decoder_input_ids": decoder_input_ids}
+
+
+class TokenBatchSampler:
+    """fairseq-style batches: sentences sorted by length, packed up to ``max_tokens`` padded tokens.
+
+    Ties in length are broken at random and the batch order is shuffled, anew each epoch, from ``seed``.
+    Every process builds the same batches; `accelerate` hands each process its share.
+    """
+
+    def __init__(self, lengths: list[int], max_tokens: int, seed: int):
+        self.lengths, self.max_tokens, self.seed, self.epoch = np.asarray(lengths), max_tokens, seed, 0
+        self._len = len(self._batches(0))
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng(self.seed + epoch)
+        perm = rng.permutation(len(self.lengths))
+        order = perm[np.argsort(self.lengths[perm], kind="stable")]
+        batches, batch, longest = [], [], 0
+        for i in order.tolist():
+            longest_if_added = max(longest, int(self.lengths[i]))
+            if batch and (len(batch) + 1) * longest_if_added > self.max_tokens:
+                batches.append(batch)
+                batch, longest_if_added = [], int(self.lengths[i])
+            batch.append(i)
+            longest = longest_if_added
+        if batch:
+            batches.append(batch)
+        rng.shuffle(batches)
+        return batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        epoch, self.epoch = self.epoch, self.epoch + 1  # advance even when nobody calls set_epoch
+        yield from self._batches(epoch)
+
+    def __len__(self) -> int:
+        return self._len  # the packing depends only on the sorted lengths, so it is the same every epoch
+
+
+class TokenBatchTrainer(GammaRegSeq2SeqTrainer):
+    """`GammaRegSeq2SeqTrainer` whose training batches hold ~``max_tokens`` tokens instead of N sentences."""
+
+    def __init__(self, *args, max_tokens: int, **kwargs):
+        self.max_tokens = max_tokens
+        super().__init__(*args, **kwargs)
+
+    def get_train_dataloader(self) -> DataLoader:
+        data = self.train_dataset
+        lengths = [max(len(r["input_ids"]), len(r["labels"])) for r in data.rows]
+        sampler = TokenBatchSampler(lengths, self.max_tokens, self.args.seed)
+        loader = DataLoader(data, batch_sampler=sampler, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
+
+
+# -- BLEU -------------------------------------------------------------------------------------------------
+_DETOK_RULES = [(re.compile(p), r) for p, r in [
+    (r" ([.,!?;:%)\]}])", r"\1"), (r"([(\[{$#]) ", r"\1"), (r" (['’](s|re|ve|ll|d|m|t)\b)", r"\1"),
+    (r" (n['’]t)\b", r"\1"), (r" - ", "-"), (r" @-@ ", "-"), (r"\s+", " ")]]
+
+
+def simple_detokenize(text: str) -> str:
+    """Undo Moses tokenization for English well enough for sacreBLEU's 13a (which re-splits punctuation)."""
+    text = html.unescape(text)
+    for pattern, repl in _DETOK_RULES:
+        text = pattern.sub(repl, text)
+    return text.strip()
+
+
+def bleu_scores(hyps: list[str], refs: list[str], *, data_is_tokenized: bool, lang: str) -> dict:
+    import sacrebleu
+
+    try:
+        from sacremoses import MosesDetokenizer, MosesTokenizer
+
+        detok, tok, tool = MosesDetokenizer(lang).detokenize, MosesTokenizer(lang).tokenize, "sacremoses"
+        detokenize = lambda s: detok(s.split())  # noqa: E731
+        tokenize = lambda s: tok(s, return_str=True, escape=False)  # noqa: E731
+    except ImportError:
+        from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+        detokenize, tokenize, tool = simple_detokenize, Tokenizer13a(), "simple rules / sacrebleu 13a"
+    if data_is_tokenized:
+        tok_h, tok_r = hyps, refs
+        det_h, det_r = [detokenize(h) for h in hyps], [detokenize(r) for r in refs]
+    else:
+        det_h, det_r = hyps, refs
+        tok_h, tok_r = [tokenize(h) for h in hyps], [tokenize(r) for r in refs]
+    metric = sacrebleu.metrics.BLEU()  # 13a tokenization, cased: sacreBLEU's defaults
+    sacre = metric.corpus_score(det_h, [det_r])
+    tok_bleu = sacrebleu.corpus_bleu([h.lower() for h in tok_h], [[r.lower() for r in tok_r]], tokenize="none")
+    return {"sacrebleu": round(sacre.score, 2), "tok_bleu": round(tok_bleu.score, 2),
+            "sacrebleu_signature": str(metric.get_signature()), "detokenizer": tool}
+
+
+def decode(sp, rows: np.ndarray) -> list[str]:
+    out = []
+    for row in rows.tolist():
+        ids = [t for t in row if t >= 0]  # -100: padding added when predictions are gathered
+        ids = ids[: ids.index(EOS)] if EOS in ids else ids
+        out.append(sp.decode([t for t in ids if t != PAD]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, training_args = parse_args(make_parser(), argv)
+    training_args.predict_with_generate = True  # BLEU needs generations, not logits
+    clock = Stopwatch()
+    train_src, train_tgt = load_pairs(args, "train")
+    eval_src, eval_tgt = load_pairs(args, "eval")
+
+    import sentencepiece as spm
+
+    prefix = os.path.join(training_args.output_dir, "spm")
+    with training_args.main_process_first(desc="SentencePiece"):  # one process trains, the others read
+        if training_args.process_index == 0 or not os.path.exists(prefix + ".model"):
+            train_sentencepiece(train_src + train_tgt, prefix, args)
+    sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
+
+    train = ListDataset(encode(sp, train_src, train_tgt, args.max_source_length))
+    # Sorting the eval set by length makes beam search pad less; corpus BLEU does not depend on the order.
+    order = sorted(range(len(eval_src)), key=lambda i: len(eval_src[i].split()))
+    eval_src, eval_tgt = [eval_src[i] for i in order], [eval_tgt[i] for i in order]
+    evaluation = ListDataset(encode(sp, eval_src, eval_tgt, args.max_source_length))
+
+    vocab = sp.get_piece_size()
+    config = MarianConfig(
+        vocab_size=vocab, decoder_vocab_size=vocab, d_model=args.d_model,
+        encoder_layers=args.encoder_layers, decoder_layers=args.decoder_layers,
+        encoder_attention_heads=args.attention_heads, decoder_attention_heads=args.attention_heads,
+        encoder_ffn_dim=args.ffn_dim, decoder_ffn_dim=args.ffn_dim, activation_function="relu",  # fairseq's
+        dropout=args.dropout, attention_dropout=args.attention_dropout, activation_dropout=args.activation_dropout,
+        max_position_embeddings=args.max_position_embeddings, scale_embedding=True,  # sinusoidal positions
+        share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
+        pad_token_id=PAD, eos_token_id=EOS, forced_eos_token_id=EOS, decoder_start_token_id=PAD, bos_token_id=None,
+    )
+    set_seed(training_args.seed)  # the Trainer seeds only after this initialization
+    model = MarianMTModel(config)
+    # IWSLT14: ~160k pairs, ~25 pieces per side -> ~150 pairs per 4,096-token batch -> ~1,100 steps per epoch.
+    trainer = TokenBatchTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
+                                data_collator=collate, max_tokens=args.max_tokens)
+    train_out = trainer.train()
+    pred = trainer.predict(evaluation, metric_key_prefix="eval")
+    hyps = decode(sp, pred.predictions)
+    scores = bleu_scores(hyps, eval_tgt, data_is_tokenized=args.data_is_tokenized, lang=args.tgt_lang)
+    if args.save_model:
+        trainer.save_model()
+    gammas = gamma_record(trainer)
+    print_ = trainer.accelerator.print
+    print_(f"hf_gammareg: {gammas['summary']}")
+    print_(f"{len(hyps)} sentences, beam {training_args.generation_num_beams}: sacreBLEU {scores['sacrebleu']} "
+           f"({scores['sacrebleu_signature']}), tokenized BLEU {scores['tok_bleu']} (paper: {PAPER['tok_bleu']})")
+    write_results(trainer, args.results_file or os.path.join(training_args.output_dir, "results.json"), {
+        "recipe": "iwslt14_transformer", "seed": training_args.seed, "n_train": len(train), "n_eval": len(hyps),
+        "vocab_size": vocab, "n_params": sum(p.numel() for p in model.parameters()),
+        "train_loss": train_out.training_loss, "eval_loss": pred.metrics.get("eval_loss", math.nan),
+        "metrics": {"sacrebleu": scores["sacrebleu"], "tok_bleu": scores["tok_bleu"]}, "primary_metric": "tok_bleu",
+        "bleu": scores, "paper": PAPER, "samples": [{"hyp": h, "ref": r} for h, r in zip(hyps[-3:], eval_tgt[-3:])],
+        "gamma": gammas, "wall_s": clock.seconds(),
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

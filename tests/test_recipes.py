@@ -1,0 +1,201 @@
+"""Recipes: each runs a few steps on a tiny random model, the requested policy reaches the optimizer, the
+sweep writes its tables. Expected γ sets are written out by hand from DESIGN.md § Reference classifications."""
+
+import csv
+import functools
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+WD = 0.05
+
+# Tiny BERT (2 layers): 5 γ. Under `exact` all are stream or head, so `guidelines` decays none of them;
+# under `approximate` all but the last output.LayerNorm are invariant.
+BERT_EMB = "bert.embeddings.LayerNorm.weight"
+BERT_ATT0 = "bert.encoder.layer.0.attention.output.LayerNorm.weight"
+BERT_OUT0 = "bert.encoder.layer.0.output.LayerNorm.weight"
+BERT_ATT1 = "bert.encoder.layer.1.attention.output.LayerNorm.weight"
+BERT_OUT1 = "bert.encoder.layer.1.output.LayerNorm.weight"
+BERT_GAMMAS = {BERT_EMB, BERT_ATT0, BERT_OUT0, BERT_ATT1, BERT_OUT1}
+
+# Marian 1+1 layers: encoder self_attn/final norms, decoder self_attn/encoder_attn/final norms.
+MARIAN_GAMMAS = {
+    "model.encoder.layers.0.self_attn_layer_norm.weight", "model.encoder.layers.0.final_layer_norm.weight",
+    "model.decoder.layers.0.self_attn_layer_norm.weight", "model.decoder.layers.0.encoder_attn_layer_norm.weight",
+    "model.decoder.layers.0.final_layer_norm.weight",
+}
+
+
+@functools.cache
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", os.path.join(RECIPES, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def sst2(tmp_path_factory):
+    """A tiny random BERT + word-level tokenizer saved to disk, and a handful of SST-2-style rows."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("sst2")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "the", "good", "bad", "movie", "film", "great", "dull"]
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})
+    torch.manual_seed(0)
+    # An encoder without a classifier, like a pretrained checkpoint: the recipe adds a fresh head.
+    model = BertModel(BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, vocab_size=len(words)))
+    tokenizer.save_pretrained(root / "model")
+    model.save_pretrained(root / "model")
+    rows = [("a good movie", 1), ("the bad film", 0), ("a great film", 1), ("dull", 0), ('the "good" movie', 1),
+            ("bad bad", 0), ("great", 1), ("a dull movie", 0)]
+    for split, part in (("train", rows), ("validation", rows[:4])):
+        with open(root / f"{split}.tsv", "w", encoding="utf-8") as f:
+            f.write("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in part))
+    config = root / "sst2.yaml"  # the policy in the YAML is overridden from the command line below
+    config.write_text(
+        f"model_name_or_path: {root / 'model'}\ntrain_file: {root / 'train.tsv'}\n"
+        f"validation_file: {root / 'validation.tsv'}\nmax_seq_length: 16\nper_device_train_batch_size: 4\n"
+        f"max_steps: 2\nweight_decay: {WD}\nuse_cpu: true\nreport_to: none\nsave_strategy: 'no'\n"
+        "disable_tqdm: true\ngamma_policy: hf-default\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def parallel(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mt")
+    de = ["ein mann fährt rad .", "eine frau liest ein buch .", "zwei hunde spielen im schnee .",
+          "ein kind isst einen apfel .", "der mann trägt einen hut .", "die frau singt ."] * 2
+    en = ["a man rides a bike .", "a woman reads a book .", "two dogs play in the snow .",
+          "a child eats an apple .", "the man wears a hat .", "the woman &apos;s singing ."] * 2
+    for lang, lines in (("de", de), ("en", en)):
+        for split in ("train", "test"):
+            (root / f"{split}.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def tiny_mt_argv(data, out=None, policy=None):
+    """Flags for a tiny translation run; without ``out``/``policy`` (a sweep sets those)."""
+    argv = ["--data_dir", str(data), "--use_cpu", "--report_to", "none",
+            "--encoder_layers", "1", "--decoder_layers", "1", "--d_model", "16", "--ffn_dim", "32",
+            "--attention_heads", "2", "--spm_vocab_size", "60", "--max_tokens", "64", "--max_steps", "2",
+            "--generation_num_beams", "2", "--generation_max_length", "8", "--per_device_eval_batch_size", "4",
+            "--weight_decay", str(WD), "--save_strategy", "no", "--disable_tqdm", "true"]
+    if out is not None:
+        argv += ["--output_dir", str(out), "--gamma_policy", policy]
+    return argv
+
+
+def optimizer_decay(results_file):
+    with open(results_file, encoding="utf-8") as f:
+        record = json.load(f)
+    return record, {name: g["optimizer_weight_decay"] for name, g in record["gamma"]["gammas"].items()}
+
+
+@pytest.mark.parametrize("name", ["sst2_bert", "iwslt14_transformer", "sweep"])
+def test_help(name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        load(name).main(["--help"])
+    assert exc.value.code == 0
+    assert "--gamma_policy" in capsys.readouterr().out or name == "sweep"
+
+
+@pytest.mark.parametrize(
+    "policy,invariance,decayed",
+    [
+        ("none", "exact", set()),
+        ("all", "exact", BERT_GAMMAS),
+        ("guidelines", "exact", set()),
+        ("guidelines", "approximate", {BERT_EMB, BERT_ATT0, BERT_OUT0, BERT_ATT1}),
+    ],
+)
+def test_sst2_policy_reaches_optimizer(sst2, tmp_path, policy, invariance, decayed):
+    out = tmp_path / "run"
+    argv = [str(sst2 / "sst2.yaml"), "--output_dir", str(out),
+            "--gamma_policy", policy, "--gamma_invariance", invariance]
+    assert load("sst2_bert").main(argv) == 0
+    record, decay = optimizer_decay(out / "results.json")
+    assert decay == {name: (WD if name in decayed else 0.0) for name in BERT_GAMMAS}
+    assert record["gamma"]["policy"] == policy  # the CLI flag won over the YAML's hf-default
+    assert 0.0 <= record["metrics"]["eval_accuracy"] <= 100.0 and record["n_eval"] == 4
+
+
+def test_same_seed_and_decay_set_give_the_same_run(sst2, tmp_path):
+    """`none` and `guidelines` (exact) decay the same γ in BERT: with one seed the runs must be identical,
+    which needs the seed set before the classifier head is initialized."""
+    losses = []
+    for policy in ("none", "guidelines"):
+        out = tmp_path / policy
+        assert load("sst2_bert").main([str(sst2 / "sst2.yaml"), "--output_dir", str(out), "--gamma_policy", policy,
+                                       "--seed", "3"]) == 0
+        losses.append(optimizer_decay(out / "results.json")[0]["train_loss"])
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("policy,decayed", [("none", set()), ("all", MARIAN_GAMMAS)])
+def test_translation_policy_reaches_optimizer(parallel, tmp_path, policy, decayed):
+    out = tmp_path / "run"
+    assert load("iwslt14_transformer").main(tiny_mt_argv(parallel, out, policy)) == 0
+    record, decay = optimizer_decay(out / "results.json")
+    assert decay == {name: (WD if name in decayed else 0.0) for name in MARIAN_GAMMAS}
+    assert (out / "spm.model").exists()  # the SentencePiece model is saved with the run
+    assert set(record["metrics"]) == {"sacrebleu", "tok_bleu"} and record["n_eval"] == 12
+
+
+def test_sweep_writes_tables(parallel, tmp_path):
+    results = tmp_path / "results"
+    argv = ["--recipe", os.path.join(RECIPES, "iwslt14_transformer.py"), "--name", "tiny", "--launcher", "in-process",
+            "--policies", "none", "all", "--seeds", "0", "--results_dir", str(results),
+            "--runs_dir", str(tmp_path / "runs"), "--", *tiny_mt_argv(parallel)]
+    assert load("sweep").main(argv) == 0
+    with open(results / "tiny.csv", encoding="utf-8") as f:
+        header = [line for line in f if line.startswith("#")]
+        f.seek(0)
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    assert [(r["entry"], r["n_decayed"]) for r in rows] == [("none", "0"), ("all", "5")]
+    assert any(line.startswith("# command: python recipes/sweep.py") for line in header)
+    table = (results / "tiny.md").read_text(encoding="utf-8")
+    assert "| `none` | 0 / 5 |" in table and "| `all` | 5 / 5 |" in table and "hardware:" in table
+
+
+def test_token_batches_cover_every_sentence_once():
+    mt = load("iwslt14_transformer")
+    lengths = [3, 9, 4, 4, 12, 7, 1, 5, 5, 8, 2, 6]
+    sampler = mt.TokenBatchSampler(lengths, max_tokens=16, seed=0)
+    first, second = list(sampler), list(sampler)
+    for batches in (first, second):
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+        assert all(len(b) * max(lengths[i] for i in b) <= 16 for b in batches)
+        assert len(batches) == len(sampler)
+    assert first != second  # a new order each epoch
+    sampler.set_epoch(0)
+    assert list(sampler) == first  # and the same order for the same epoch on every process
+
+
+def test_bleu_on_tokenized_references():
+    mt = load("iwslt14_transformer")
+    assert mt.simple_detokenize("the woman &apos;s hat , blue ( dark ) .") == "the woman's hat, blue (dark)."
+    refs = ["a man rides a bike .", "two dogs play in the snow ."]
+    perfect = mt.bleu_scores(refs, refs, data_is_tokenized=True, lang="en")
+    assert perfect["tok_bleu"] == pytest.approx(100.0) and perfect["sacrebleu"] == pytest.approx(100.0)
+    worse = mt.bleu_scores(["a man rides a horse .", "two cats play ."], refs, data_is_tokenized=True, lang="en")
+    assert 0 < worse["tok_bleu"] < 100
+
+
+def test_decode_stops_at_eos_and_drops_gather_padding():
+    mt = load("iwslt14_transformer")
+
+    class Pieces:  # stands in for a SentencePieceProcessor
+        def decode(self, ids):
+            return " ".join(map(str, ids))
+
+    rows = np.array([[mt.PAD, 7, 8, mt.EOS, 9], [mt.PAD, 5, -100, -100, -100]])
+    assert mt.decode(Pieces(), rows) == ["7 8", "5"]
