@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
 
@@ -80,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     # A fresh 2-way classifier head on the pretrained encoder. Seed first: the Trainer seeds only when it
     # is built, after the head is initialized, and runs of one seed must start from the same weights.
     set_seed(training_args.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model_name_or_path, num_labels=2)
+    # fp32 master weights whatever the checkpoint's storage dtype (transformers 5 loads dtype="auto");
+    # --bf16/--fp16 then train in mixed precision as usual.
+    model = AutoModelForSequenceClassification.from_pretrained(args.model_name_or_path, num_labels=2,
+                                                               dtype=torch.float32)
 
     def encode(rows):
         enc = tokenizer([r["sentence"] for r in rows], truncation=True, max_length=args.max_seq_length)
