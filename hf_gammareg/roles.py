@@ -235,6 +235,8 @@ def dummy_inputs(model: nn.Module, device: torch.device | str = "cpu") -> dict[s
     """
     config = getattr(model, "config", None)
     forward = model.forward
+    # Float inputs in the model's own dtype: a bf16/fp16 model refuses float32 activations.
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
     if config is not None:
         main = getattr(model, "main_input_name", "input_ids")
         inputs: dict[str, torch.Tensor] = {}
@@ -242,7 +244,7 @@ def dummy_inputs(model: nn.Module, device: torch.device | str = "cpu") -> dict[s
             size = getattr(config, "image_size", 32)
             size = size[0] if isinstance(size, (list, tuple)) else size
             channels = getattr(config, "num_channels", 3)
-            inputs["pixel_values"] = torch.zeros(_BATCH, channels, size, size, device=device)
+            inputs["pixel_values"] = torch.zeros(_BATCH, channels, size, size, device=device, dtype=dtype)
         elif main == "input_ids":
             inputs["input_ids"] = torch.ones(_BATCH, _SEQ, dtype=torch.long, device=device)
         else:
@@ -258,14 +260,14 @@ def dummy_inputs(model: nn.Module, device: torch.device | str = "cpu") -> dict[s
     first = _first_param_module(model)
     if isinstance(first, nn.modules.conv._ConvNd):
         spatial = (32,) * (first.weight.dim() - 2)
-        return (torch.zeros(_BATCH, first.in_channels, *spatial, device=device),)
+        return (torch.zeros(_BATCH, first.in_channels, *spatial, device=device, dtype=dtype),)
     if isinstance(first, nn.Linear):
-        return (torch.zeros(_BATCH, first.in_features, device=device),)
+        return (torch.zeros(_BATCH, first.in_features, device=device, dtype=dtype),)
     if isinstance(first, nn.Embedding):
         return (torch.zeros(_BATCH, _SEQ, dtype=torch.long, device=device),)
     shape = getattr(first, "normalized_shape", None)  # LayerNorm / RMSNorm first
     if shape is not None:
-        return (torch.zeros(_BATCH, *shape, device=device),)
+        return (torch.zeros(_BATCH, *shape, device=device, dtype=dtype),)
     raise GammaAnalysisError(
         f"cannot guess inputs for {type(model).__name__} (no HF config, first layer "
         f"{type(first).__name__ if first is not None else 'none'}); pass `inputs=` to classify_gammas"

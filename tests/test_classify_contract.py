@@ -247,3 +247,10 @@ class RawInputResidual(nn.Module):
 def test_raw_input_counts_as_the_stream():
     report = classify_gammas(RawInputResidual())  # dummy input shaped from the first LayerNorm
     assert report.roles == {"shared.weight": "branch", "out.weight": "head"}
+
+
+def test_half_precision_vision_model_gets_matching_dummy_inputs():
+    report = classify_gammas(TinyResNet().to(torch.bfloat16))
+    assert report.device == "meta"
+    assert report.roles["layer2.0.downsample.1.weight"] == "stream"
+    assert report.roles["layer1.0.bn2.weight"] == "branch"
