@@ -249,8 +249,9 @@ def test_raw_input_counts_as_the_stream():
     assert report.roles == {"shared.weight": "branch", "out.weight": "head"}
 
 
-def test_half_precision_vision_model_gets_matching_dummy_inputs():
-    report = classify_gammas(TinyResNet().to(torch.bfloat16))
-    assert report.device == "meta"
-    assert report.roles["layer2.0.downsample.1.weight"] == "stream"
-    assert report.roles["layer1.0.bn2.weight"] == "branch"
+def test_half_precision_model_gets_dummy_inputs_in_its_dtype():
+    # MetaHostile cannot run on meta, so this runs a real CPU forward, where a bf16 Linear refuses
+    # float32 inputs.
+    report = classify_gammas(MetaHostile().to(torch.bfloat16))
+    assert report.device == "cpu"
+    assert report.roles == {"bn.weight": "invariant", "ln.weight": "head"}
