@@ -274,16 +274,6 @@ def dummy_inputs(model: nn.Module, device: torch.device | str = "cpu") -> dict[s
     )
 
 
-def _to_device(obj, device):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, Mapping):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
-
-
 def _call(model: nn.Module, inputs):
     if isinstance(inputs, Mapping):
         return model(**inputs)
