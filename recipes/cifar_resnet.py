@@ -42,8 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, 
 
 from modeling_cifar_resnet import (CIFAR10_CLASSES, CifarResNetConfig, CifarResNetForImageClassification,
                                    check_depth)
-from recipe_utils import Stopwatch, gamma_record, parse_args, write_results
-from transformers import HfArgumentParser, TrainerCallback, set_seed
+from recipe_utils import Stopwatch, ThroughputCallback, gamma_record, parse_args, write_results
+from transformers import HfArgumentParser, set_seed
 
 from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments, find_gammas
 
@@ -273,26 +273,6 @@ class CifarTrainer(GammaRegTrainer):
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
         return self._loader(self.eval_batches, self.args.eval_batch_size, train=False)
-
-
-class ThroughputCallback(TrainerCallback):
-    """Adds ``images_per_s`` (since the previous log) to every training log line."""
-
-    def __init__(self, images_per_step: int):
-        self.images_per_step = images_per_step
-        self._last: tuple[float, int] | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self._last = (time.perf_counter(), state.global_step)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None or self._last is None or "loss" not in logs:
-            return
-        now, step = time.perf_counter(), state.global_step
-        seconds, steps = now - self._last[0], step - self._last[1]
-        if seconds > 0 and steps > 0:
-            logs["images_per_s"] = round(steps * self.images_per_step / seconds, 1)
-        self._last = (now, step)
 
 
 def gamma_category(name: str) -> str | None:

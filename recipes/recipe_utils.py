@@ -7,6 +7,7 @@ neither and no network. The Hub loader imports `datasets` only when a recipe is 
 from __future__ import annotations
 
 import csv
+import math
 import json
 import os
 import sys
@@ -15,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 import yaml
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainerCallback
 
 
 def parse_args(parser: HfArgumentParser, argv: Sequence[str] | None) -> tuple:
@@ -134,3 +135,37 @@ class Stopwatch:
 
     def seconds(self) -> float:
         return round(time.perf_counter() - self.start, 1)
+
+
+class ThroughputCallback(TrainerCallback):
+    """Adds ``<unit>_per_s`` (over the steps since the previous log line) to every training log line."""
+
+    def __init__(self, items_per_step: int, unit: str = "images"):
+        self.items_per_step, self.key = items_per_step, f"{unit}_per_s"
+        self._last: tuple[float, int] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last = (time.perf_counter(), state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or self._last is None or "loss" not in logs:
+            return
+        now, step = time.perf_counter(), state.global_step
+        seconds, steps = now - self._last[0], step - self._last[1]
+        if seconds > 0 and steps > 0:
+            logs[self.key] = round(steps * self.items_per_step / seconds, 1)
+        self._last = (now, step)
+
+
+def gamma_rms_by_role(model: torch.nn.Module, report) -> dict[str, float]:
+    """Root mean square of the γ values of each role (1.0 for norms at initialization)."""
+    sums: dict[str, list[float]] = {}
+    params = dict(model.named_parameters())
+    for name, role in report.roles.items():
+        p = params.get(name)
+        if p is None:
+            continue
+        s = sums.setdefault(role, [0.0, 0])
+        s[0] += float(p.detach().float().pow(2).sum())
+        s[1] += p.numel()
+    return {role: round(math.sqrt(total / count), 5) for role, (total, count) in sorted(sums.items())}
