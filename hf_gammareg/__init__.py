@@ -9,8 +9,10 @@ import importlib
 
 __version__ = "0.1.0"
 
+from .analysis import classify_gammas, dummy_inputs, find_gammas
 from .policy import NAMED_POLICIES, parse_policy, select_decayed
-from .roles import INVARIANCE_MODES, ROLES, GammaAnalysisError, GammaReport, classify_gammas, dummy_inputs, find_gammas
+from .report import GammaReport
+from .roles import INVARIANCE_MODES, ROLES, GammaAnalysisError
 
 _LAZY = {
     "CONFIG_NAME": "config",

@@ -10,7 +10,8 @@ from typing import Iterable
 import torch
 from transformers import TrainerCallback
 
-from .roles import ROLES, GammaReport
+from .report import GammaReport
+from .roles import ROLES
 
 HISTORY_NAME = "gamma_history.jsonl"
 REPORT_NAME = "gamma_report.json"

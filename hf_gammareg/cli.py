@@ -85,7 +85,7 @@ def _print_table(report, policy, include, exclude, stream) -> None:
 
 
 def _inspect(args) -> int:
-    from .roles import classify_gammas
+    from .analysis import classify_gammas
 
     try:
         model = build_meta_model(args.model)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import sys
 from typing import TYPE_CHECKING, Iterable
 
 from .roles import ROLES
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .roles import GammaReport
+    from torch import nn
+
+    from .report import GammaReport
 
 NAMED_POLICIES = ("guidelines", "hf-default", "all", "none")
 POLICY_HELP = (
@@ -162,3 +165,24 @@ def select_decayed(
         if on:
             decayed.add(name)
     return decayed
+
+
+# transformers.Trainer's name patterns for "no decay" (transformers 5.x `get_decay_parameter_names`).
+_HF_NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
+
+
+def hf_default_decay_names(model: "nn.Module") -> set[str]:
+    """The parameter names ``transformers.Trainer`` decays for ``model``.
+
+    When ``transformers.trainer`` is loaded, its own ``get_decay_parameter_names`` is called unbound
+    (it reads nothing from ``self``), which is HF's exact rule for the installed version. Otherwise
+    the same rule is applied through ``trainer_pt_utils`` rather than importing the Trainer (~85 MB).
+    """
+    trainer_module = sys.modules.get("transformers.trainer")
+    if trainer_module is not None:
+        return set(trainer_module.Trainer.get_decay_parameter_names(None, model))
+    from torch import nn
+    from transformers.trainer_pt_utils import get_parameter_names
+
+    return set(get_parameter_names(model, [nn.LayerNorm], _HF_NO_DECAY_PATTERNS))
+

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers import Seq2SeqTrainer, Trainer
 
+from .analysis import classify_gammas
 from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
 from .config import (
     CONFIG_NAME,
@@ -22,7 +23,7 @@ from .config import (
     GammaRegTrainingArguments,
     convert_training_args,
 )
-from .roles import GammaReport, classify_gammas
+from .report import GammaReport
 
 logger = logging.getLogger(__name__)
 

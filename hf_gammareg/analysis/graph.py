@@ -1,0 +1,340 @@
+"""The autograd graph of one forward pass, and the per-γ propagation that reads each γ's role from it.
+
+A signal leaves a γ (the output of its norm) and is followed forward in sequence-number order, which makes
+each node's state final when it is read. It stops where it enters another normalization; the first
+addition that mixes in an independent signal decides ``branch`` or ``stream``; reaching the output
+without one is ``head``; every path renormalized is ``invariant``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import re
+from collections import defaultdict
+from typing import Any, Iterable
+
+import torch
+
+# Autograd node names (without the ``Backward<N>`` suffix) of ops that are positively homogeneous
+# in the γ-carrying operand: f(a·x) = a·f(x) for a > 0, other operands held fixed. Linear layers with
+# a bias are affine, not homogeneous; DESIGN.md counts them as homogeneous (the bias is a parameter,
+# not a signal), and so do we. Anything not listed is treated as non-homogeneous in ``exact`` mode.
+_HOMOGENEOUS_OPS = frozenset(
+    """Add Sub Mul Div Neg Addmm Mm Bmm Mv Matmul Linear Baddbmm Addbmm Addmv Convolution
+    ConvolutionBackwardOverrideable SlowConv2D ConvDepthwise2D MkldnnConvolution Relu Threshold
+    LeakyRelu Prelu PreluKernel MaxPool1DWithIndices MaxPool2DWithIndices MaxPool3DWithIndices
+    AvgPool1D AvgPool2D AvgPool3D AdaptiveAvgPool1D AdaptiveAvgPool2D AdaptiveAvgPool3D
+    AdaptiveMaxPool1D AdaptiveMaxPool2D AdaptiveMaxPool3D Mean Sum View UnsafeView Reshape
+    ReshapeAlias T Transpose Permute Expand Slice Select Index IndexSelect Gather Clone Unsqueeze
+    Squeeze SqueezeDim AsStrided ToCopy Cat Stack Split SplitWithSizes Unbind UnsafeSplit
+    UnsafeSplitWithSizes NativeDropout Dropout MaskedFill Flip Roll Repeat Alias Unfold Im2Col
+    ConstantPadNd Narrow Tril Triu Flatten Contiguous Lift Clamp""".split()
+)
+# "Parametrized matrix op": one of these with a parameter (possibly through a view) as operand.
+_MATRIX_OPS = frozenset(
+    """Addmm Mm Bmm Mv Matmul Linear Baddbmm Addbmm Addmv Convolution ConvolutionBackwardOverrideable
+    SlowConv2D ConvDepthwise2D MkldnnConvolution""".split()
+)
+_VIEW_OPS = frozenset("T Transpose Permute View Expand Reshape ReshapeAlias ToCopy Clone Unsqueeze Alias".split())
+_NATIVE_NORM_RE = re.compile(r"(LayerNorm|BatchNorm|GroupNorm|RmsNorm|RMSNorm|InstanceNorm)")
+_ADDITIONS = frozenset(("Add", "Sub"))
+
+
+def _opname(node) -> str:
+    name = type(node).__name__
+    return re.sub(r"Backward\d*$", "", name)
+
+
+
+class _Graph:
+    def __init__(self, sink, param_ids: set[int], data_seeds: Iterable = (), float_input_ids: set[int] = frozenset()):
+        self.sink = sink
+        self.inputs: dict[Any, list] = {}  # node -> input nodes (None for constants), in edge order
+        self.consumers: dict[Any, list] = defaultdict(list)
+        self.leaf_var: dict[Any, torch.Tensor] = {}
+        self.seq: dict[Any, int] = {}
+        stack = [sink]
+        while stack:
+            node = stack.pop()
+            if node in self.inputs:
+                continue
+            if hasattr(node, "variable"):  # AccumulateGrad: a leaf tensor
+                self.inputs[node] = []
+                self.leaf_var[node] = node.variable
+                continue
+            self.seq[node] = node._sequence_nr()
+            ins = [fn for fn, _ in node.next_functions]
+            self.inputs[node] = ins
+            for fn in ins:
+                if fn is not None:
+                    self.consumers[fn].append(node)
+                    if fn not in self.inputs:
+                        stack.append(fn)
+        self.param_ids = param_ids
+        self._is_matrix: dict[Any, bool] = {}
+        self._roots: dict[Any, frozenset] = {}  # filled only when no data entry point is known
+        self._data: set | None = None
+        seeds = {n for n in data_seeds if n in self.seq}
+        seeds |= {c for leaf, v in self.leaf_var.items() if id(v) in float_input_ids for c in self.consumers.get(leaf, ())}
+        if seeds:
+            self._data = set()
+            for node in sorted(self.seq, key=self.seq.__getitem__):
+                if node in seeds or any(i in self._data for i in self.inputs[node] if i is not None):
+                    self._data.add(node)
+
+    def is_bias_like(self, other, mine) -> bool:
+        """Whether ``other`` is computed from parameters alone, relative to ``mine``.
+
+        Such an operand (a relative position bias, a learned offset) acts as a bias, not as an
+        independent signal. Where we could see where the data enters the graph (embedding lookups of
+        the input ids, float inputs) that decides it; otherwise operands with no common computed
+        ancestor count as bias-like.
+        """
+        if self._data is not None:
+            return other not in self._data
+        if not self._roots:
+            self._compute_roots()
+        return self._roots[other].isdisjoint(self._roots[mine])
+
+    def signal_inputs(self, node) -> list:
+        """Inputs that are computed signals (not constants, not leaf tensors)."""
+        return [i for i in self.inputs[node] if i is not None and i not in self.leaf_var]
+
+    def _compute_roots(self):
+        # roots[n]: the graph's first computed nodes (those fed only by leaves and constants) that
+        # n descends from. Two operands share an ancestor iff their root sets intersect.
+        for node in sorted(self.seq, key=self.seq.__getitem__):
+            ins = self.signal_inputs(node)
+            if not ins:
+                self._roots[node] = frozenset((node,))
+                continue
+            acc = self._roots[ins[0]]
+            for other in ins[1:]:
+                r = self._roots[other]
+                if r is not acc and not r <= acc:
+                    acc = acc | r
+            self._roots[node] = acc
+
+    def _is_param_view(self, node, hops: int = 4) -> bool:
+        while node is not None and hops >= 0:
+            if node in self.leaf_var:
+                return id(self.leaf_var[node]) in self.param_ids
+            if _opname(node) not in _VIEW_OPS:
+                return False
+            ins = [i for i in self.inputs.get(node, []) if i is not None]
+            if len(ins) != 1:
+                return False
+            node, hops = ins[0], hops - 1
+        return False
+
+    def is_matrix_op(self, node) -> bool:
+        """A linear/conv/matmul with a parameter operand: one unit of "depth"."""
+        hit = self._is_matrix.get(node)
+        if hit is None:
+            hit = _opname(node) in _MATRIX_OPS and any(self._is_param_view(i) for i in self.inputs[node])
+            self._is_matrix[node] = hit
+        return hit
+
+    def is_ancestor(self, anc, node) -> bool:
+        """Whether ``anc`` is ``node`` or one of its (computed) ancestors."""
+        floor = self.seq[anc]
+        seen, stack = set(), [node]
+        while stack:
+            n = stack.pop()
+            if n is anc:
+                return True
+            if n in seen or self.seq[n] < floor:
+                continue
+            seen.add(n)
+            stack.extend(i for i in self.signal_inputs(n) if self.seq[i] >= floor)
+        return False
+
+    def split_point(self, a, b):
+        """The latest common ancestor of ``a`` and ``b`` (highest sequence number), or ``None``."""
+        marks: dict[Any, int] = {a: 1}
+        marks[b] = marks.get(b, 0) | 2
+        heap = [(-self.seq[n], id(n), n) for n in marks]
+        heapq.heapify(heap)
+        done = set()
+        while heap:
+            _, _, n = heapq.heappop(heap)
+            if n in done:
+                continue
+            done.add(n)
+            if marks[n] == 3:
+                return n
+            for i in self.signal_inputs(n):
+                before = marks.get(i, 0)
+                marks[i] = before | marks[n]
+                if i not in done:
+                    heapq.heappush(heap, (-self.seq[i], id(i), i))
+        return None
+
+    def depth(self, src, dst, agg=min) -> int | None:
+        """Parametrized matrix ops on paths ``src`` → ``dst`` (``agg`` over paths; ``src`` excluded)."""
+        floor = self.seq[src]
+        region, stack = set(), [dst]
+        while stack:  # ancestors of dst created no earlier than src
+            n = stack.pop()
+            if n in region or self.seq[n] < floor:
+                continue
+            region.add(n)
+            stack.extend(self.signal_inputs(n))
+        dist = {src: 0}
+        for n in sorted(region, key=self.seq.__getitem__):
+            if n is src:
+                continue
+            prev = [dist[i] for i in self.signal_inputs(n) if i in dist]
+            if prev:
+                dist[n] = agg(prev) + int(self.is_matrix_op(n))
+        return dist.get(dst)
+
+
+@dataclasses.dataclass
+class _Mixing:
+    seq: int
+    side: str  # "branch" | "stream"
+    reason: str
+
+
+class _Analysis:
+    def __init__(self, graph: _Graph, calls, invariance: str, sink_name: str):
+        self.g = graph
+        self.exact = invariance == "exact"
+        self.sink_name = sink_name
+        # Sequence numbers are dense, so "which module call created node n" is a table lookup.
+        # Calls nest, so painting outer calls first and inner ones over them leaves, at every
+        # number, the innermost call: `owners` for reasons, `norms` for the renormalization test.
+        # Equal spans (a Sequential around one block): the inner call returned first, so it comes
+        # earlier in `calls` and must be painted last.
+        order = sorted(range(len(calls)), key=lambda k: (calls[k][1] - calls[k][2], -k))
+        spans = [(calls[k][1], calls[k][2], calls[k][0], calls[k][3]) for k in order if calls[k][2] > calls[k][1]]
+        self.base = min((s for s, _, _, _ in spans), default=0)
+        size = max((e for _, e, _, _ in spans), default=0) - self.base
+        self.owners: list[str | None] = [None] * size
+        self.norms: list[str | None] = [None] * size
+        for s, e, name, is_norm in spans:
+            self.owners[s - self.base:e - self.base] = [name] * (e - s)
+            if is_norm:
+                self.norms[s - self.base:e - self.base] = [name] * (e - s)
+
+    def _lookup(self, table, seq: int):
+        k = seq - self.base
+        return table[k] if 0 <= k < len(table) else None
+
+    def owner(self, seq: int) -> str:
+        """The innermost module whose call created the node with sequence number ``seq``."""
+        return self._lookup(self.owners, seq) or "<model>"
+
+    def renorm_by(self, node) -> str | None:
+        """The normalization a node belongs to, if any: a signal reaching it is renormalized."""
+        name = self._lookup(self.norms, self.g.seq[node])
+        if name is None and _NATIVE_NORM_RE.search(type(node).__name__):
+            return f"{_opname(node)} op"
+        return name
+
+    def classify(self, sources: list) -> tuple[str, str]:
+        g = self.g
+        state: dict[Any, str] = {}
+        self._state = state
+        heap: list = []
+        for s in sources:
+            state[s] = "scale"
+            for c in g.consumers.get(s, ()):
+                heapq.heappush(heap, (g.seq[c], id(c), c))
+        if any(s is g.sink for s in sources):
+            return "head", f"is itself the model output (`{self.sink_name}`)"
+        mixings: list[_Mixing] = []
+        renorms: list[str] = []
+        reached_sink = False
+        done = set()
+        while heap:
+            _, _, node = heapq.heappop(heap)
+            if node in done:
+                continue
+            done.add(node)
+            norm = self.renorm_by(node)
+            if norm is not None:
+                if norm not in renorms:
+                    renorms.append(norm)
+                continue
+            ins = g.inputs[node]
+            carrying = [(k, i) for k, i in enumerate(ins) if i is not None and i in state]
+            op = _opname(node)
+            new_state = None
+            if op in _ADDITIONS:
+                new_state, mixing = self._addition(node, carrying)
+                if mixing is not None:
+                    mixings.append(mixing)
+                    continue
+            else:
+                states = {state[i] for _, i in carrying}
+                if "dep" in states or (self.exact and op not in _HOMOGENEOUS_OPS):
+                    new_state = "dep"
+                elif op == "Div" and any(k == 1 for k, _ in carrying):
+                    new_state = "dep" if self.exact else "scale"
+                else:
+                    new_state = "scale"
+            state[node] = new_state
+            if node is g.sink:
+                reached_sink = True
+            for c in g.consumers.get(node, ()):
+                if c not in done:
+                    heapq.heappush(heap, (g.seq[c], id(c), c))
+        if mixings:
+            first = min(mixings, key=lambda m: m.seq)
+            return first.side, first.reason
+        if reached_sink:
+            return "head", f"reaches the output (`{self.sink_name}`) without renormalization or a residual add"
+        names = ", ".join(f"`{n}`" for n in renorms[:3]) + (f" and {len(renorms) - 3} more" if len(renorms) > 3 else "")
+        return "invariant", f"every path out of it is renormalized (by {names}); the loss does not see its scale"
+
+    def _addition(self, node, carrying) -> tuple[str | None, _Mixing | None]:
+        g = self.g
+        state_of = {i: self._state[i] for _, i in carrying}
+        others = [i for i in g.signal_inputs(node) if i not in state_of]
+        where = self.owner(g.seq[node])
+        if len(carrying) >= 2 and not others:
+            states = set(state_of.values())
+            if len(states) == 1:
+                return states.pop(), None
+            # Exact mode, one operand scales with γ, the other only depends on it.
+            dep = next(i for i, s in state_of.items() if s == "dep")
+            scale = next(i for i, s in state_of.items() if s == "scale")
+            split = g.split_point(dep, scale)
+            depth = g.depth(split, dep, agg=max) if split is not None else None
+            if depth:
+                return None, _Mixing(
+                    g.seq[node],
+                    "stream",
+                    f"meets residual add in `{where}` on the stream side; the branch added to it depends on "
+                    f"this γ only through non-homogeneous ops after {depth} matrix op(s), so it does not scale with γ",
+                )
+            return "dep", None  # an addition inside an activation (tanh-GELU's x + c·x³)
+        if len(carrying) == 1 and len(others) == 1:
+            (_, mine), other = carrying[0], others[0]
+            if g.is_bias_like(other, mine):
+                # The other operand is computed from parameters alone (a position bias, a learned
+                # offset): it plays the role of a bias, not of an independent signal.
+                return state_of[mine], None
+            return None, self._side(node, mine, other, where)
+        if carrying:
+            return ("dep" if "dep" in state_of.values() else "scale"), None
+        return "scale", None
+
+    def _side(self, node, mine, other, where) -> _Mixing:
+        g = self.g
+        seq = g.seq[node]
+        if g.is_ancestor(other, mine):
+            return _Mixing(seq, "branch", f"meets residual add in `{where}` on the branch side; the other operand is the stream it started from")
+        if g.is_ancestor(mine, other):
+            return _Mixing(seq, "stream", f"meets residual add in `{where}` on the stream side; the other operand is a branch grown from this signal")
+        split = g.split_point(mine, other)
+        if split is None:
+            return _Mixing(seq, "branch", f"meets add in `{where}`; the other operand shares no computed ancestor with it")
+        d_mine, d_other = g.depth(split, mine), g.depth(split, other)
+        if (d_mine or 0) >= (d_other or 0):
+            return _Mixing(seq, "branch", f"meets residual add in `{where}` on the branch side; the other operand is the shallower path ({d_other} vs {d_mine} matrix ops since they split)")
+        return _Mixing(seq, "stream", f"meets residual add in `{where}` on the stream side; the other operand is a deeper parallel branch ({d_other} vs {d_mine} matrix ops since they split)")
+

@@ -1,0 +1,103 @@
+"""`GammaReport`: the role of every γ of a model, with reasons; tables, summaries and JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Iterable
+
+from .policy import select_decayed
+from .roles import ROLES
+
+
+@dataclasses.dataclass
+@dataclasses.dataclass
+class GammaReport:
+    """The role of every γ of a model, with a one-line reason each.
+
+    Attributes:
+        roles: ``{parameter name: role}``, names exactly as ``model.named_parameters()`` gives them,
+            roles in ``ROLES``. Only γ that take part in the forward pass have a role.
+        reasons: ``{parameter name: one-line explanation}``.
+        norm_types: ``{parameter name: class name of the norm module}``.
+        numel: ``{parameter name: number of elements}``.
+        unused: γ that did not take part in the forward pass (no role; decayed as HF would).
+        hf_default: γ names that ``transformers.Trainer`` decays today (its name/type rule).
+        invariance: the invariance mode used (``exact`` or ``approximate``).
+        model_class: class name of the analysed model.
+        device: where the analysis pass ran (``meta`` or the model's device).
+    """
+
+    roles: dict[str, str]
+    reasons: dict[str, str]
+    norm_types: dict[str, str]
+    numel: dict[str, int] = dataclasses.field(default_factory=dict)
+    unused: list[str] = dataclasses.field(default_factory=list)
+    hf_default: list[str] = dataclasses.field(default_factory=list)
+    invariance: str = "exact"
+    model_class: str = ""
+    device: str = "meta"
+
+    @property
+    def gammas(self) -> list[str]:
+        """All γ names, classified and unused."""
+        return list(self.roles) + list(self.unused)
+
+    def decay_names(
+        self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()
+    ) -> set[str]:
+        """The γ names that ``policy`` decays (see :func:`hf_gammareg.policy.select_decayed`)."""
+        return select_decayed(self, policy, include=include, exclude=exclude)
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """``{role: (number of γ, total numel)}`` including ``unused``."""
+        out: dict[str, tuple[int, int]] = {}
+        for name, role in list(self.roles.items()) + [(n, "unused") for n in self.unused]:
+            count, numel = out.get(role, (0, 0))
+            out[role] = (count + 1, numel + self.numel.get(name, 0))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "GammaReport":
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("GammaReport JSON must be an object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"GammaReport JSON has unknown fields {sorted(unknown)}")
+        report = cls(**data)
+        bad = {n: r for n, r in report.roles.items() if r not in ROLES}
+        if bad:
+            raise ValueError(f"GammaReport JSON has roles outside {ROLES}: {bad}")
+        return report
+
+    def to_table(self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> str:
+        """Plain-text table, one row per γ: name, norm type, role, decay yes/no, reason."""
+        decayed = self.decay_names(policy, include=include, exclude=exclude)
+        rows = [("parameter", "norm", "role", "decay", "reason")]
+        for name in self.gammas:
+            role = self.roles.get(name, "unused")
+            reason = self.reasons.get(name, "does not take part in the forward pass")
+            rows.append((name, self.norm_types.get(name, "?"), role, "yes" if name in decayed else "no", reason))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * 6)
+        return "\n".join(lines)
+
+    def summary(self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> str:
+        """One line: counts and numel per role and how many γ the policy decays."""
+        decayed = self.decay_names(policy, include=include, exclude=exclude)
+        parts = [f"{role}: {c} ({n:,} values)" for role, (c, n) in sorted(self.counts().items())]
+        numel = sum(self.numel.get(n, 0) for n in decayed)
+        return (
+            f"{len(self.gammas)} γ in {self.model_class or 'model'} [{', '.join(parts)}]; "
+            f"policy {policy!r} decays {len(decayed)} ({numel:,} values)"
+        )
+
