@@ -11,7 +11,6 @@ from .roles import ROLES
 
 
 @dataclasses.dataclass
-@dataclasses.dataclass
 class GammaReport:
     """The role of every γ of a model, with a one-line reason each.
 
@@ -19,9 +18,12 @@ class GammaReport:
         roles: ``{parameter name: role}``, names exactly as ``model.named_parameters()`` gives them,
             roles in ``ROLES``. Only γ that take part in the forward pass have a role.
         reasons: ``{parameter name: one-line explanation}``.
-        norm_types: ``{parameter name: class name of the norm module}``.
+        norm_types: ``{parameter name: class name of the norm module}`` for every γ, in parameter order
+            (``"layer scale (<module class>)"`` for a layer-scale parameter).
         numel: ``{parameter name: number of elements}``.
         unused: γ that did not take part in the forward pass (no role; decayed as HF would).
+        untracked: γ used in the forward only with autograd off (``no_grad``, custom autograd Functions such
+            as reversible layers): no role can be read; decayed as HF would, with a warning and a reason.
         hf_default: γ names that ``transformers.Trainer`` decays today (its name/type rule).
         invariance: the invariance mode used (``exact`` or ``approximate``).
         model_class: class name of the analysed model.
@@ -33,6 +35,7 @@ class GammaReport:
     norm_types: dict[str, str]
     numel: dict[str, int] = dataclasses.field(default_factory=dict)
     unused: list[str] = dataclasses.field(default_factory=list)
+    untracked: list[str] = dataclasses.field(default_factory=list)
     hf_default: list[str] = dataclasses.field(default_factory=list)
     invariance: str = "exact"
     model_class: str = ""
@@ -40,8 +43,14 @@ class GammaReport:
 
     @property
     def gammas(self) -> list[str]:
-        """All γ names, classified and unused."""
-        return list(self.roles) + list(self.unused)
+        """All γ names: classified, then untracked, then unused."""
+        return list(self.roles) + list(self.untracked) + list(self.unused)
+
+    def role_of(self, name: str) -> str:
+        """``name``'s role, or ``"untracked"`` / ``"unused"`` for a γ without one."""
+        if name in self.roles:
+            return self.roles[name]
+        return "untracked" if name in self.untracked else "unused"
 
     def decay_names(
         self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()
@@ -50,9 +59,10 @@ class GammaReport:
         return select_decayed(self, policy, include=include, exclude=exclude)
 
     def counts(self) -> dict[str, tuple[int, int]]:
-        """``{role: (number of γ, total numel)}`` including ``unused``."""
+        """``{role: (number of γ, total numel)}`` including ``untracked`` and ``unused``."""
         out: dict[str, tuple[int, int]] = {}
-        for name, role in list(self.roles.items()) + [(n, "unused") for n in self.unused]:
+        rows = list(self.roles.items()) + [(n, "untracked") for n in self.untracked] + [(n, "unused") for n in self.unused]
+        for name, role in rows:
             count, numel = out.get(role, (0, 0))
             out[role] = (count + 1, numel + self.numel.get(name, 0))
         return out
@@ -83,7 +93,7 @@ class GammaReport:
         decayed = self.decay_names(policy, include=include, exclude=exclude)
         rows = [("parameter", "norm", "role", "decay", "reason")]
         for name in self.gammas:
-            role = self.roles.get(name, "unused")
+            role = self.role_of(name)
             reason = self.reasons.get(name, "does not take part in the forward pass")
             rows.append((name, self.norm_types.get(name, "?"), role, "yes" if name in decayed else "no", reason))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import warnings
 from collections import defaultdict
@@ -13,12 +14,18 @@ from torch import nn
 from ..policy import hf_default_decay_names
 from ..report import GammaReport
 from ..roles import INVARIANCE_MODES, GammaAnalysisError
-from .graph import _Analysis, _Graph
-from .inputs import dummy_inputs
-from .norms import find_gammas, norm_gamma
-from .trace import _meta_copy, _model_device, _Recorder, _run, _TemporaryAnalysisState
+from .graph import _Analysis, _Graph, own_ops
+from .inputs import candidate_inputs
+from .norms import is_candidate, is_norm_module, is_torch_norm, norm_gamma, normalizes
+from .trace import _meta_copy, _model_device, _run, _TemporaryAnalysisState
 
 logger = logging.getLogger(__name__)
+
+_MAX_INPUT_ATTEMPTS = 8  # candidate dummy batches tried before giving up (each failure on meta takes milliseconds)
+_OUTSIDE_AUTOGRAD = (
+    "used in the forward only with autograd off (under torch.no_grad, or inside a custom autograd Function such "
+    "as reversible layers): no role can be read from the graph; decayed as hf-default decides unless "
+    "gamma_include/gamma_exclude name it")
 
 
 def classify_gammas(model: nn.Module, inputs=None, *, invariance: str = "exact") -> GammaReport:
@@ -27,14 +34,16 @@ def classify_gammas(model: nn.Module, inputs=None, *, invariance: str = "exact")
     Args:
         model: any ``nn.Module``; Hugging Face models get dummy inputs from their config.
         inputs: one tiny batch for the forward pass: a dict of keyword tensors, a tuple of positional
-            ones, or a tensor. ``None`` builds dummy inputs (see :func:`dummy_inputs`).
+            ones, or a tensor. ``None`` builds dummy inputs (see :func:`candidate_inputs`).
         invariance: ``"exact"`` (a signal scales with γ only through positively homogeneous ops) or
             ``"approximate"`` (every op passes the scale on). See DESIGN.md § Invariance mode.
 
-    The forward pass runs on a ``meta``-device copy of the model whenever it can (no memory, no
-    compute); otherwise on the real model with ``inputs`` on its device. Either way the model's
-    weights, buffers, train/eval modes, ``requires_grad`` flags and the global RNG state are left as
-    they were, and no ``.grad`` is written.
+    A γ is the scale of a module that normalizes its input — decided from the recorded computation
+    (a statistic of the input and a division by it), not from the class name — or a layer-scale
+    parameter (a per-channel scale at the end of a residual branch). The forward pass runs on a
+    ``meta``-device copy of the model whenever it can (no memory, no compute); otherwise on the real
+    model with ``inputs`` on its device. Either way the model's weights, buffers, train/eval modes,
+    ``requires_grad`` flags and the global RNG state are left as they were, and no ``.grad`` is written.
     """
     if invariance not in INVARIANCE_MODES:
         raise ValueError(f"invariance must be one of {INVARIANCE_MODES}, got {invariance!r}")
@@ -51,81 +60,142 @@ def classify_gammas(model: nn.Module, inputs=None, *, invariance: str = "exact")
             gc.enable()
 
 
-def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
-    gammas = find_gammas(model)
-    numel = {n: getattr(p, "ds_numel", p.numel()) for n, p in model.named_parameters() if n in gammas}  # ZeRO-3
-    try:
-        hf_default = sorted(hf_default_decay_names(model) & set(gammas))
-    except Exception:  # pragma: no cover - only if transformers' Trainer API changes shape
-        logger.warning("could not read transformers.Trainer's decay rule; hf-default treats γ as not decayed")
-        hf_default = []
-    report = GammaReport(
-        roles={}, reasons={}, norm_types=gammas, numel=numel, hf_default=hf_default,
-        invariance=invariance, model_class=type(model).__name__,
+def _no_gammas(model: nn.Module, report: GammaReport) -> GammaReport:
+    warnings.warn(
+        f"{type(model).__name__} has no normalization scale parameters (γ); "
+        "nothing to classify, the Trainer's default weight decay applies",
+        stacklevel=3,
     )
-    if not gammas:
-        warnings.warn(
-            f"{type(model).__name__} has no normalization scale parameters (γ); "
-            "nothing to classify, the Trainer's default weight decay applies",
-            stacklevel=2,
-        )
-        return report
+    return report
 
-    run_model, device, errors = None, None, []
+
+def _attempts(model: nn.Module, inputs, device):
+    if inputs is not None:
+        return [inputs]
+    # For a meta run the dummy batch is built on the CPU and moved: its integer parts keep their values.
+    build_on = "cpu" if device.type == "meta" else device
+    return itertools.islice(candidate_inputs(model, build_on), _MAX_INPUT_ATTEMPTS)
+
+
+def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
+    report = GammaReport(roles={}, reasons={}, norm_types={}, invariance=invariance, model_class=type(model).__name__)
+    # Nothing owns a 1-D scale: no norm has a γ (layer scales live in normalized networks too), so no forward
+    # pass is needed — or wanted, since a model without γ may take inputs we cannot guess.
+    if not any(is_candidate(m) and norm_gamma(m) is not None for m in model.modules()):
+        return _no_gammas(model, report)
+
+    errors: list[str] = []
     on_meta = _model_device(model).type == "meta"
     if not on_meta:
-        try:
-            run_model = _meta_copy(model)
-            run_model.eval()
-            device = torch.device("meta")
-            if inputs is None:
-                inputs_run = dummy_inputs(model, device)
-            else:
-                inputs_run = inputs
-            sink, rec, sink_name, _ = _run(run_model, inputs_run, device)
-        except Exception as exc:  # the model cannot run on meta: fall back to the real device
-            errors.append(f"on meta: {type(exc).__name__}: {exc}")
-            run_model = None
-    if run_model is None:
-        run_model = model
-        device = _model_device(model)
-        try:
-            with _TemporaryAnalysisState(model, restore_buffers=not on_meta):
-                inputs_run = dummy_inputs(model, device) if inputs is None else inputs
-                sink, rec, sink_name, _ = _run(model, inputs_run, device)
-                return _finish(report, run_model, sink, rec, sink_name, invariance, device)
-        except GammaAnalysisError:
-            raise
-        except Exception as exc:
-            errors.append(f"on {device}: {type(exc).__name__}: {exc}")
-            raise GammaAnalysisError(
-                f"could not run {type(model).__name__}'s forward to read its dataflow "
-                f"({'; '.join(errors)}). Pass `inputs=` to classify_gammas with one tiny batch the "
-                "model accepts (e.g. the dict your data collator produces), or a precomputed "
-                "`gamma_report=` to the Trainer."
-            ) from exc
-    return _finish(report, run_model, sink, rec, sink_name, invariance, device)
+        run_model = _meta_copy(model)
+        run_model.eval()
+        device = torch.device("meta")
+        for batch in _attempts(model, inputs, device):
+            try:
+                sink, rec, sink_name, _ = _run(run_model, batch, device)
+            except GammaAnalysisError:
+                raise
+            except Exception as exc:  # this batch (or meta itself) does not work: try the next
+                errors.append(f"on meta: {type(exc).__name__}: {exc}")
+                continue
+            return _finish(report, model, run_model, sink, rec, sink_name, invariance, device)
+    device = _model_device(model)
+    try:
+        with _TemporaryAnalysisState(model, restore_buffers=not on_meta):
+            failure = None
+            for batch in _attempts(model, inputs, device):
+                try:
+                    sink, rec, sink_name, _ = _run(model, batch, device)
+                except GammaAnalysisError:
+                    raise
+                except Exception as exc:
+                    errors.append(f"on {device}: {type(exc).__name__}: {exc}")
+                    failure = exc
+                    continue
+                return _finish(report, model, model, sink, rec, sink_name, invariance, device)
+            raise failure if failure is not None else RuntimeError("no input batch to try")
+    except GammaAnalysisError:
+        raise
+    except Exception as exc:
+        shown = errors[:1] + (["…", errors[-1]] if len(errors) > 1 else [])
+        raise GammaAnalysisError(
+            f"could not run {type(model).__name__}'s forward to read its dataflow "
+            f"({'; '.join(shown)}). Pass `inputs=` to classify_gammas with one tiny batch the "
+            "model accepts (e.g. the dict your data collator produces), or a precomputed "
+            "`gamma_report=` to the Trainer."
+        ) from exc
 
 
-def _finish(report: GammaReport, run_model, sink, rec: _Recorder, sink_name, invariance, device) -> GammaReport:
+def _finish(report: GammaReport, model, run_model, sink, rec, sink_name, invariance, device) -> GammaReport:
     names = {id(p): n for n, p in run_model.named_parameters()}
     graph = _Graph(sink, set(names), rec.data_seeds, getattr(rec, "float_input_ids", set()))
     used = {names.get(id(v)) for v in graph.leaf_var.values()}
-    sources: dict[str, list] = defaultdict(list)
-    for module_name, _s, _e, is_norm, node in rec.calls:
-        if not is_norm or node is None or node not in graph.inputs or node in graph.leaf_var:
-            continue
-        gamma = norm_gamma(run_model.get_submodule(module_name))
-        if gamma is not None and names.get(id(gamma)) in report.norm_types:
-            sources[names[id(gamma)]].append(node)
-    analysis = _Analysis(graph, rec.calls, invariance, sink_name)
-    for name in report.norm_types:
-        if name not in used or not sources.get(name):
-            report.unused.append(name)
-            continue
-        role, reason = analysis.classify(sources[name])
-        report.roles[name] = role
-        report.reasons[name] = reason
-    report.device = str(device)
-    return report
+    modules = dict(run_model.named_modules())
 
+    # Which candidate modules normalize, judged by what each call computed itself.
+    ops = own_ops(graph, rec.calls)
+    normalizing: set[str] = set()
+    for k, (module_name, _s, _e, candidate, _node, _grad) in enumerate(rec.calls):
+        if candidate and (is_torch_norm(modules[module_name]) or normalizes(ops[k])):
+            normalizing.add(module_name)
+    # Renormalization stops: the norms found, plus parameter-free leaves named like norms (they have no γ
+    # but still renormalize what enters them).
+    calls = [(n, s, e, n in normalizing or (c and norm_gamma(modules[n]) is None and is_norm_module(modules[n])), node, g)
+             for n, s, e, c, node, g in rec.calls]
+
+    sources: dict[str, list] = defaultdict(list)
+    outside: set[str] = set()
+    for module_name, _s, _e, _c, node, grad in rec.calls:
+        module = modules[module_name]
+        gamma = norm_gamma(module)
+        if gamma is None or id(gamma) not in names:
+            continue
+        name = names[id(gamma)]
+        if module_name in normalizing and node is not None and node in graph.inputs and node not in graph.leaf_var:
+            sources[name].append(node)
+            report.norm_types.setdefault(name, type(module).__name__)
+        elif (not grad or node is None) and (is_torch_norm(module) or is_norm_module(module)):
+            outside.add(name)
+            report.norm_types.setdefault(name, type(module).__name__)
+    # Norms that were never called: still γ (decayed as hf-default decides), reported as unused.
+    called = {c[0] for c in rec.calls}
+    for module_name, module in modules.items():
+        gamma = norm_gamma(module)
+        if gamma is not None and id(gamma) in names and is_norm_module(module) and module_name not in called:
+            report.norm_types.setdefault(names[id(gamma)], type(module).__name__)
+
+    # Layer scales: per-channel scales at the end of residual branches, γ-like by the same rules.
+    norm_params = {id(norm_gamma(modules[n])) for n in normalizing if norm_gamma(modules[n]) is not None}
+    candidates = {i: n for i, n in names.items() if i not in norm_params and n not in report.norm_types}
+    for name, node in graph.layer_scales(candidates).items():
+        owner = modules.get(name.rpartition(".")[0], run_model)
+        report.norm_types[name] = f"layer scale ({type(owner).__name__})"
+        sources[name].append(node)
+
+    order = [n for n, _ in run_model.named_parameters()]
+    report.norm_types = {n: report.norm_types[n] for n in order if n in report.norm_types}
+    analysis = _Analysis(graph, calls, invariance, sink_name)
+    for name in report.norm_types:
+        if sources.get(name) and name in used:
+            report.roles[name], report.reasons[name] = analysis.classify(sources[name])
+        elif name in outside and name not in used:
+            report.untracked.append(name)
+            report.reasons[name] = _OUTSIDE_AUTOGRAD
+        else:
+            report.unused.append(name)
+
+    params = dict(model.named_parameters())
+    report.numel = {n: getattr(params[n], "ds_numel", params[n].numel()) for n in report.norm_types if n in params}
+    try:
+        report.hf_default = sorted(hf_default_decay_names(model) & set(report.norm_types))
+    except Exception:  # pragma: no cover - only if transformers' Trainer API changes shape
+        logger.warning("could not read transformers.Trainer's decay rule; hf-default treats γ as not decayed")
+    report.device = str(device)
+    if not report.norm_types:
+        return _no_gammas(model, report)
+    if report.untracked:
+        shown = ", ".join(f"`{n}`" for n in report.untracked[:4]) + (
+            f" and {len(report.untracked) - 4} more" if len(report.untracked) > 4 else "")
+        warnings.warn(f"{type(model).__name__}: {len(report.untracked)} γ ({shown}) are {_OUTSIDE_AUTOGRAD}.",
+                      stacklevel=3)  # one sentence per model, however many γ
+    return report

@@ -16,6 +16,8 @@ from typing import Any, Iterable
 
 import torch
 
+from .norms import NATIVE_NORM_RE as _NATIVE_NORM_RE
+
 # Autograd node names (without the ``Backward<N>`` suffix) of ops that are positively homogeneous
 # in the γ-carrying operand: f(a·x) = a·f(x) for a > 0, other operands held fixed. Linear layers with
 # a bias are affine, not homogeneous; DESIGN.md counts them as homogeneous (the bias is a parameter,
@@ -37,8 +39,12 @@ _MATRIX_OPS = frozenset(
     SlowConv2D ConvDepthwise2D MkldnnConvolution""".split()
 )
 _VIEW_OPS = frozenset("T Transpose Permute View Expand Reshape ReshapeAlias ToCopy Clone Unsqueeze Alias".split())
-_NATIVE_NORM_RE = re.compile(r"(LayerNorm|BatchNorm|GroupNorm|RmsNorm|RMSNorm|InstanceNorm)")
 _ADDITIONS = frozenset(("Add", "Sub"))
+
+
+# What a layer scale's product may pass through on its way to the residual addition.
+_PASS_THROUGH = frozenset("""T Transpose Permute View Expand Reshape ReshapeAlias ToCopy Clone Unsqueeze Alias Squeeze
+    SqueezeDim Flatten Contiguous Dropout NativeDropout""".split())
 
 
 def _opname(node) -> str:
@@ -77,11 +83,16 @@ class _Graph:
         self._data: set | None = None
         seeds = {n for n in data_seeds if n in self.seq}
         seeds |= {c for leaf, v in self.leaf_var.items() if id(v) in float_input_ids for c in self.consumers.get(leaf, ())}
+        self._from_params: set | None = None
         if seeds:
             self._data = set()
+            self._from_params = set()
             for node in sorted(self.seq, key=self.seq.__getitem__):
-                if node in seeds or any(i in self._data for i in self.inputs[node] if i is not None):
+                ins = [i for i in self.inputs[node] if i is not None]
+                if node in seeds or any(i in self._data for i in ins):
                     self._data.add(node)
+                elif any(i in self._from_params or id(self.leaf_var.get(i)) in param_ids for i in ins):
+                    self._from_params.add(node)
 
     def is_bias_like(self, other, mine) -> bool:
         """Whether ``other`` is computed from parameters alone, relative to ``mine``.
@@ -116,12 +127,18 @@ class _Graph:
                     acc = acc | r
             self._roots[node] = acc
 
-    def _is_param_view(self, node, hops: int = 4) -> bool:
+    def is_param_operand(self, node, hops: int = 6) -> bool:
+        """Whether ``node`` is computed from parameters alone: a parameter, a view of one, or anything derived
+        from parameters without data — a weight-standardized conv kernel (BiT: ``batch_norm`` of the weight),
+        the experts' weights gathered for each token (MoE), a reshaped or cast weight."""
+        if node in self.leaf_var:
+            return id(self.leaf_var[node]) in self.param_ids
+        if self._from_params is not None:
+            return node in self._from_params
+        # Where the data enters is unknown: follow single-input chains back to a parameter.
         while node is not None and hops >= 0:
             if node in self.leaf_var:
                 return id(self.leaf_var[node]) in self.param_ids
-            if _opname(node) not in _VIEW_OPS:
-                return False
             ins = [i for i in self.inputs.get(node, []) if i is not None]
             if len(ins) != 1:
                 return False
@@ -132,7 +149,7 @@ class _Graph:
         """A linear/conv/matmul with a parameter operand: one unit of "depth"."""
         hit = self._is_matrix.get(node)
         if hit is None:
-            hit = _opname(node) in _MATRIX_OPS and any(self._is_param_view(i) for i in self.inputs[node])
+            hit = _opname(node) in _MATRIX_OPS and any(self.is_param_operand(i) for i in self.inputs[node] if i is not None)
             self._is_matrix[node] = hit
         return hit
 
@@ -189,6 +206,66 @@ class _Graph:
             if prev:
                 dist[n] = agg(prev) + int(self.is_matrix_op(n))
         return dist.get(dst)
+
+
+    def layer_scales(self, candidates: dict[int, str]) -> dict[str, Any]:
+        """``{name: source node}`` for parameters that act as a per-channel scale at the end of a residual branch.
+
+        ``candidates`` maps ``id(parameter)`` to its name. A layer scale (ConvNeXt ``layer_scale_parameter``,
+        BEiT/DINOv2 ``lambda``, CaiT ``gamma``) is a parameter with one non-singleton dimension that multiplies a
+        data signal, whose product reaches an addition (through views and dropout only) whose other operand is
+        an ancestor of that signal: ``x + γ ⊙ F(x)``. The product is the γ's signal, as a norm's output is.
+        """
+        found: dict[str, Any] = {}
+        for leaf, var in self.leaf_var.items():
+            name = candidates.get(id(var))
+            if name is None or sum(1 for d in var.shape if d > 1) != 1:
+                continue
+            for mul, via in self._consumers_through(leaf, _VIEW_OPS, "Mul"):
+                others = [i for i in self.inputs[mul] if i is not None and i is not via]
+                if len(others) != 1 or others[0] in self.leaf_var:
+                    continue
+                signal = others[0]
+                if self._data is not None and signal not in self._data:
+                    continue
+                for add, chain in self._consumers_through(mul, _PASS_THROUGH, "Add"):
+                    rest = [i for i in self.signal_inputs(add) if i is not chain]
+                    if len(rest) == 1 and self.is_ancestor(rest[0], signal):
+                        found.setdefault(name, mul)
+                        break
+                if name in found:
+                    break
+        return found
+
+    def _consumers_through(self, node, passing: frozenset, target: str, hops: int = 4):
+        """``(consumer, input it came through)`` pairs: ``target`` ops reached from ``node`` via ``passing`` ops."""
+        frontier = [(node, hops)]
+        while frontier:
+            n, left = frontier.pop()
+            for c in self.consumers.get(n, ()):
+                op = _opname(c)
+                if op == target:
+                    yield c, n
+                elif op in passing and left > 0:
+                    frontier.append((c, left - 1))
+
+
+def own_ops(graph: _Graph, calls) -> list[set[str]]:
+    """For each module call, the op names of the autograd nodes it created itself (not its children)."""
+    spans = [(k, c[1], c[2]) for k, c in enumerate(calls) if c[2] > c[1]]
+    out: list[set[str]] = [set() for _ in calls]
+    if not spans:
+        return out
+    base = min(s for _, s, _ in spans)
+    owner = [-1] * (max(e for _, _, e in spans) - base)
+    # Outer calls first, inner ones painted over them (equal spans: the inner call returned first).
+    for k, s, e in sorted(spans, key=lambda t: (t[1] - t[2], -t[0])):
+        owner[s - base:e - base] = [k] * (e - s)
+    for node, seq in graph.seq.items():
+        i = seq - base
+        if 0 <= i < len(owner) and owner[i] >= 0:
+            out[owner[i]].add(_opname(node))
+    return out
 
 
 @dataclasses.dataclass

@@ -1,8 +1,19 @@
-"""Dummy inputs: one tiny batch that runs a model's forward, built from its config and signature."""
+"""Dummy inputs: one tiny batch that runs a model's forward, built from its config and signature.
+
+A Hugging Face model announces what it eats through ``main_input_name``, the parameters of its
+``forward`` and its config: text (``input_ids``), images (``pixel_values``, sized from the config or
+its vision sub-config), audio (``input_features`` spectrograms, ``input_values`` waveforms), time
+series (``past_values``), video (5-D ``pixel_values``, ``pixel_values_videos``), and vision towers
+that take flattened patches with a ``grid_thw``. Where a layout cannot be told from the config
+(e.g. ``(batch, mel, frames)`` against ``(batch, frames, features)``) several candidate batches are
+offered, and the analysis runs the first one the model accepts. On ``meta`` a large shape costs
+nothing, so sizes follow the config rather than being kept small.
+"""
 
 from __future__ import annotations
 
 import inspect
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -10,15 +21,32 @@ from torch import nn
 from ..roles import GammaAnalysisError
 
 _BATCH, _SEQ = 2, 8  # batch 2: BatchNorm refuses a single value per channel
+_DEFAULT_IMAGE = 224
 
+# Integer inputs that are token ids of the text side.
+_ID_INPUTS = ("input_ids", "decoder_input_ids", "qformer_input_ids", "text_input_ids", "labels_ids")
+# Inputs that turn a text model into a multimodal one when the forward accepts them (tried second).
+_MODAL_EXTRAS = ("pixel_values",)
+
+
+def _params(forward) -> dict[str, inspect.Parameter]:
+    try:
+        return dict(inspect.signature(forward).parameters)
+    except (TypeError, ValueError):
+        return {}
 
 
 def _accepts(forward, name: str) -> bool:
-    try:
-        params = inspect.signature(forward).parameters
-    except (TypeError, ValueError):
-        return False
+    params = _params(forward)
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _required(forward) -> list[str]:
+    out = []
+    for name, p in _params(forward).items():
+        if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            out.append(name)
+    return out
 
 
 def _first_param_module(model: nn.Module) -> nn.Module | None:
@@ -28,36 +56,195 @@ def _first_param_module(model: nn.Module) -> nn.Module | None:
     return None
 
 
-def dummy_inputs(model: nn.Module, device: torch.device | str = "cpu") -> dict[str, torch.Tensor] | tuple:
-    """Small inputs that run ``model``'s forward: from its HF config where it has one.
+def _configs(config) -> list:
+    """``config`` and its sub-configs (vision/audio/text/backbone…), nearest first."""
+    out, seen, queue = [], set(), [config]
+    while queue:
+        c = queue.pop(0)
+        if c is None or id(c) in seen:
+            continue
+        seen.add(id(c))
+        out.append(c)
+        for key in list(getattr(c, "sub_configs", {}) or {}) + ["vision_config", "audio_config", "backbone_config",
+                                                                 "encoder_config", "text_config"]:
+            sub = getattr(c, key, None)
+            if sub is not None and hasattr(sub, "to_dict"):
+                queue.append(sub)
+    return out
 
-    Text models get ``input_ids`` (and ``decoder_input_ids`` for encoder-decoders), vision models
-    ``pixel_values``. Plain ``nn.Module`` s get one tensor shaped for their first layer.
+
+def _find(config, *keys, kind=int, default=None):
+    """The first value of ``keys`` (in that order) on ``config`` or its sub-configs."""
+    for c in _configs(config):
+        for key in keys:
+            value = getattr(c, key, None)
+            if isinstance(value, kind) and not isinstance(value, bool):
+                return value
+    return default
+
+
+def _image_hw(config) -> tuple[int, int]:
+    for c in _configs(config):
+        size = getattr(c, "image_size", None)
+        if isinstance(size, dict):
+            size = (size.get("height"), size.get("width"))
+        if isinstance(size, (list, tuple)) and len(size) >= 2 and all(isinstance(s, int) for s in size[:2]):
+            return int(size[0]), int(size[1])
+        if isinstance(size, int) and not isinstance(size, bool):
+            return size, size
+    return _DEFAULT_IMAGE, _DEFAULT_IMAGE
+
+
+class _Builder:
+    """Makes each named dummy input for one model, on its device and in its floating dtype."""
+
+    def __init__(self, model: nn.Module, device):
+        self.model, self.config, self.device = model, model.config, device
+        # Float inputs in the model's own dtype: a bf16/fp16 model refuses float32 activations.
+        self.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+
+    def zeros(self, *shape):
+        return torch.zeros(*shape, device=self.device, dtype=self.dtype)
+
+    def ids(self, *shape):
+        return torch.ones(*shape, dtype=torch.long, device=self.device)
+
+    def channels(self) -> int:
+        return _find(self.config, "num_channels", "in_channels", "num_input_channels", default=3)
+
+    def image(self):
+        h, w = _image_hw(self.config)
+        frames = _find(self.config, "num_frames", "frames_per_clip")
+        if frames is not None and self.model.main_input_name == "pixel_values":  # video classifiers: (B, T, C, H, W)
+            return [self.zeros(_BATCH, frames, self.channels(), h, w), self.zeros(_BATCH, self.channels(), frames, h, w)]
+        return [self.zeros(_BATCH, self.channels(), h, w)]
+
+    def video(self):
+        h, w = _image_hw(self.config)
+        frames = _find(self.config, "num_frames", "frames_per_clip", default=16)
+        return [self.zeros(_BATCH, frames, self.channels(), h, w), self.zeros(_BATCH, self.channels(), frames, h, w)]
+
+    def spectrogram(self):
+        mel = _find(self.config, "num_mel_bins", "feature_size", "input_feat_per_channel", "n_mels", "num_mels",
+                    "input_feature_size", default=80)
+        frames = _find(self.config, "max_source_positions", default=None)
+        frames = 2 * frames if frames else 400  # Whisper-style encoders need exactly 2 × their positions
+        channels = _find(self.config, "input_channels", default=1)
+        mel_total = mel * channels if channels and channels > 1 else mel
+        return [self.zeros(_BATCH, mel, frames), self.zeros(_BATCH, frames, mel_total), self.zeros(_BATCH, 400, mel)]
+
+    def waveform(self):
+        out = [self.zeros(_BATCH, 16_000)]
+        length, mel = _find(self.config, "max_length"), _find(self.config, "num_mel_bins")
+        if length and mel:  # spectrogram transformers name their (frames, mel) input `input_values` too
+            out.insert(0, self.zeros(_BATCH, length, mel))
+        channels = _find(self.config, "audio_channels", "channels")
+        if channels:
+            out.append(self.zeros(_BATCH, channels, 16_000))
+        return out
+
+    def series(self):
+        length = _find(self.config, "context_length", "context_len", "max_context_length", default=64)
+        channels = _find(self.config, "num_input_channels", "input_size", default=1)
+        return [self.zeros(_BATCH, length, channels), self.zeros(_BATCH, length)]
+
+    def patches_and_grid(self, tensor_name: str, grid_name: str) -> dict:
+        """Vision towers of Qwen2-VL-style models: flattened patches of one image plus its (t, h, w) grid."""
+        merge = _find(self.config, "spatial_merge_size", "merge_size", default=2)
+        patch = _find(self.config, "patch_size", "spatial_patch_size", default=14)
+        temporal = _find(self.config, "temporal_patch_size", default=2)
+        channels = _find(self.config, "in_channels", "in_chans", "num_channels", default=3)
+        side = 2 * merge
+        grid = torch.tensor([[1, side, side]], dtype=torch.long, device=self.device)
+        n = side * side
+        return {tensor_name: [self.zeros(n, channels * temporal * patch * patch), self.zeros(n, channels * patch * patch)],
+                grid_name: [grid]}
+
+    def build(self, name: str) -> list:
+        """Candidate tensors for the input ``name`` (first = most likely), or ``[]`` if unknown."""
+        if name in _ID_INPUTS or name.endswith("input_ids"):
+            return [self.ids(_BATCH, _SEQ)]
+        if name in ("attention_mask", "decoder_attention_mask", "token_type_ids"):
+            return [self.ids(_BATCH, _SEQ) if "type" not in name else torch.zeros(_BATCH, _SEQ, dtype=torch.long,
+                                                                                    device=self.device)]
+        if name == "pixel_values":
+            return self.image()
+        if name in ("pixel_values_videos", "video_values", "videos"):
+            return self.video()
+        if name in ("input_features", "audio_features", "audio_mel", "input_mel"):
+            return self.spectrogram()
+        if name in ("input_values", "audio_values", "waveform", "raw_audio"):
+            return self.waveform()
+        if name in ("past_values",):
+            return self.series()
+        if name in ("past_observed_mask",):
+            return [torch.ones(*s.shape, dtype=torch.bool, device=self.device) for s in self.series()]
+        if name == "bbox":
+            return [torch.zeros(_BATCH, _SEQ, 4, dtype=torch.long, device=self.device)]
+        return []
+
+
+def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> Iterator[dict | tuple]:
+    """Dummy batches for ``model``'s forward, most likely first; the analysis runs the first that works.
+
+    Raises ``GammaAnalysisError`` when not even one batch can be built (an input whose meaning cannot be
+    told from its name and the config), naming ``inputs=`` and the CLI's ``--inputs``.
     """
     config = getattr(model, "config", None)
+    if config is None:
+        yield _plain_inputs(model, device)
+        return
     forward = model.forward
-    # Float inputs in the model's own dtype: a bf16/fp16 model refuses float32 activations.
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
-    if config is not None:
-        main = getattr(model, "main_input_name", "input_ids")
-        inputs: dict[str, torch.Tensor] = {}
-        if main == "pixel_values":
-            size = getattr(config, "image_size", 32)
-            size = size[0] if isinstance(size, (list, tuple)) else size
-            channels = getattr(config, "num_channels", 3)
-            inputs["pixel_values"] = torch.zeros(_BATCH, channels, size, size, device=device, dtype=dtype)
-        elif main == "input_ids":
-            inputs["input_ids"] = torch.ones(_BATCH, _SEQ, dtype=torch.long, device=device)
-        else:
+    b = _Builder(model, device)
+    main = getattr(model, "main_input_name", "input_ids")
+    mains = list(main) if isinstance(main, (list, tuple)) else [main]
+    params = _params(forward)
+    required = _required(forward)
+    # The main input when the forward names it, or takes **kwargs and requires nothing else.
+    names = [n for n in mains if n in params or (not required and _accepts(forward, n))]
+    names += [n for n in required if n not in names]
+    grid_name = next((n for n in ("grid_thw", "image_grid_thw") if n in names), None)
+    fixed: dict[str, list] = {}
+    if grid_name is not None:  # flattened patches + their grid
+        tensor_name = next((n for n in ("hidden_states", "pixel_values") if n in names), "hidden_states")
+        fixed = b.patches_and_grid(tensor_name, grid_name)
+    if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params and "decoder_input_ids" not in names:
+        names.append("decoder_input_ids")
+    options: dict[str, list] = {}
+    for name in names:
+        built = fixed.get(name) or b.build(name)
+        if not built:
             raise GammaAnalysisError(
-                f"cannot build dummy inputs for a model whose main input is {main!r}; "
-                "pass `inputs=` to classify_gammas (a dict of tensors for one tiny batch)"
-            )
-        if getattr(config, "is_encoder_decoder", False) and _accepts(forward, "decoder_input_ids"):
-            inputs["decoder_input_ids"] = torch.ones(_BATCH, _SEQ, dtype=torch.long, device=device)
-        if _accepts(forward, "use_cache"):
-            inputs["use_cache"] = False  # caches are extra outputs that are not the loss
-        return inputs
+                f"cannot build a dummy `{name}` for {type(model).__name__} (main input {main!r}); pass `inputs=` to "
+                "classify_gammas (a dict of tensors for one tiny batch, e.g. what your data collator produces), or "
+                "a precomputed `gamma_report=` to the Trainer")
+        options[name] = built
+    extras = {n: b.build(n) for n in _MODAL_EXTRAS if n not in options and n in params}
+    use_cache = {"use_cache": False} if "use_cache" in params else {}  # caches are outputs that are not the loss
+    for width in range(max((len(v) for v in options.values()), default=1)):
+        batch = {n: v[min(width, len(v) - 1)] for n, v in options.items()}
+        if not batch:
+            break
+        # With the other modality's input first: dual encoders (CLIP, SigLIP…) need both towers' inputs, and
+        # a multimodal model run on both shows the roles of both towers. Then the main input(s) alone.
+        extra = {n: v[0] for n, v in extras.items() if v}
+        if extra:
+            yield {**batch, **extra, **use_cache}
+        yield {**batch, **use_cache}
+
+
+def dummy_inputs(model: nn.Module, device: torch.device | str = "cpu") -> dict[str, torch.Tensor] | tuple:
+    """The first (most likely) dummy batch for ``model`` — see :func:`candidate_inputs`.
+
+    Text models get ``input_ids`` (and ``decoder_input_ids`` for encoder-decoders), vision models
+    ``pixel_values`` at the config's image size, audio, time-series and video models their own inputs.
+    Plain ``nn.Module`` s get one tensor shaped for their first layer.
+    """
+    return next(iter(candidate_inputs(model, device)))
+
+
+def _plain_inputs(model: nn.Module, device) -> tuple:
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
     first = _first_param_module(model)
     if isinstance(first, nn.modules.conv._ConvNd):
         spatial = (32,) * (first.weight.dim() - 2)
@@ -73,4 +260,3 @@ def dummy_inputs(model: nn.Module, device: torch.device | str = "cpu") -> dict[s
         f"cannot guess inputs for {type(model).__name__} (no HF config, first layer "
         f"{type(first).__name__ if first is not None else 'none'}); pass `inputs=` to classify_gammas"
     )
-

@@ -10,9 +10,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from ..roles import GammaAnalysisError
-from .norms import is_norm_module
+from .norms import is_candidate
 
 
 def _call(model: nn.Module, inputs):
@@ -65,7 +66,8 @@ class _Recorder:
 
     def __init__(self, model: nn.Module, data_storages: set[int] = frozenset()):
         self.model = model
-        self.calls: list[tuple[str, int, int, bool, Any]] = []  # name, start, end, is_norm, out node
+        # name, start, end, is a norm candidate, output node (candidates), grad enabled at the call
+        self.calls: list[tuple[str, int, int, bool, Any, bool]] = []
         # Embedding lookups of the input ids: where integer input data enters the graph.
         self.data_seeds: list = []
         self._data_storages = data_storages
@@ -78,27 +80,29 @@ class _Recorder:
         from torch.nn.modules import module as module_lib
 
         names = {id(m): n for n, m in self.model.named_modules()}
-        norms = {id(m) for m in self.model.modules() if is_norm_module(m)}
+        norms = {id(m) for m in self.model.modules() if is_candidate(m)}
         embeddings = {id(m) for m in self.model.modules() if isinstance(m, nn.Embedding)} if self._data_storages else set()
         seq = torch._C._autograd._get_sequence_nr
         stack = self._stack
 
+        grad_on = torch.is_grad_enabled
+
         def pre(mod, _args):
             if id(mod) in names:
-                stack.append(seq())
+                stack.append((seq(), grad_on()))
 
         def post(mod, args, output):
             key = id(mod)
             if key not in names:
                 return
-            start = stack.pop()
+            start, grad = stack.pop()
             node = None
             if key in norms:
                 tensor = output[0] if isinstance(output, (tuple, list)) and output else output
                 node = tensor.grad_fn if isinstance(tensor, torch.Tensor) else None
             elif key in embeddings:
                 self._embedding_hook(mod, args, output)
-            self.calls.append((names[key], start, seq(), key in norms, node))
+            self.calls.append((names[key], start, seq(), key in norms, node, grad))
 
         self._handles.append(module_lib.register_module_forward_pre_hook(pre))
         self._handles.append(module_lib.register_module_forward_hook(post))
@@ -183,10 +187,24 @@ def _broadcast(a: torch.Size, b: torch.Size) -> tuple[int, ...]:
     return tuple(out)
 
 
+_MAX_TRACKED = 1 << 20  # values of at most this many elements are kept alongside a meta tensor
+
+
+def _is_meta(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.device.type == "meta"
+
+
 class _MetaForward(TorchDispatchMode):
     """Makes a forward pass on the ``meta`` device run, and run fast.
 
-    * Answers ``.item()``/``bool()`` on meta tensors, which hold no values, with 1/True. Workaround
+    * **Known values.** Integer and boolean bookkeeping — the dummy input ids, a vision tower's
+      ``grid_thw``, the positions, masks and sequence offsets computed from them — is computed for
+      real on the CPU, next to its meta tensor, whenever every meta operand of an op has a known
+      value (and for small ``arange``/``zeros``/``ones``/``full`` created on meta). So ``.tolist()``,
+      ``.item()``, ``repeat_interleave`` and ``nonzero`` on them give the true answer, and code that
+      sizes tensors from the input grid (Qwen2-VL-style vision towers) runs on meta. Floating-point
+      activations never get values: they are shapes only.
+    * Answers ``.item()``/``bool()`` on a meta tensor without a known value with 1/True. Workaround
       for data-dependent checks in model code, e.g. transformers' ``masking_utils`` asks
       ``padding_mask.all()`` to decide whether a mask can be skipped. Our dummy masks are all ones,
       so "true" is the honest answer, and the graph's shape does not depend on it. It can go once HF
@@ -196,33 +214,113 @@ class _MetaForward(TorchDispatchMode):
       contiguous where the real op would have kept an input's layout.
     """
 
+    def __init__(self):
+        super().__init__()
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        self.values = WeakIdKeyDictionary()  # meta tensor -> its CPU value
+
+    def track(self, meta: torch.Tensor, value: torch.Tensor) -> None:
+        if value.numel() <= _MAX_TRACKED:
+            self.values[meta] = value
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         first = args[0] if args else None
-        if isinstance(first, torch.Tensor) and first.device.type == "meta":
+        if _is_meta(first) and first not in self.values:
             if func in _FAST_BINARY:
                 other = args[1]
-                shape = _broadcast(first.shape, other.shape) if isinstance(other, torch.Tensor) else first.shape
-                dtype = torch.result_type(first, other)
-                if func in (_aten.div.Tensor, _aten.div.Scalar) and not dtype.is_floating_point:
-                    return func(*args, **(kwargs or {}))  # true division of integers: leave to torch
-                return torch.empty(shape, dtype=dtype, device="meta")
-            if (func in _FAST_UNARY and first.is_floating_point() and not kwargs
+                if not (_is_meta(other) and other in self.values):
+                    shape = _broadcast(first.shape, other.shape) if isinstance(other, torch.Tensor) else first.shape
+                    dtype = torch.result_type(first, other)
+                    if func in (_aten.div.Tensor, _aten.div.Scalar) and not dtype.is_floating_point:
+                        return func(*args, **kwargs)  # true division of integers: leave to torch
+                    return torch.empty(shape, dtype=dtype, device="meta")
+            elif (func in _FAST_UNARY and first.is_floating_point() and not kwargs
                     and all(a is None or a is False or isinstance(a, int) for a in args[1:])):
                 return torch.empty(first.shape, dtype=first.dtype, device="meta")
-            if func is _aten._local_scalar_dense.default:
+            elif func is _aten._local_scalar_dense.default:
                 return True if first.dtype is torch.bool else (1.0 if first.is_floating_point() else 1)
-        return func(*args, **(kwargs or {}))
+        known = self._with_values(func, args, kwargs)
+        if known is not None:
+            return known
+        return func(*args, **kwargs)
+
+    def _with_values(self, func, args, kwargs):
+        """Run ``func`` on the CPU values when every meta operand has one; ``None`` otherwise."""
+        if func is _aten._to_copy.default and isinstance(args[0], torch.Tensor) and args[0].device.type == "cpu" \
+                and _is_meta_device(kwargs.get("device")):
+            # torch.tensor(values, device="meta"): the values are right here
+            out = func(*args, **kwargs)
+            self.track(out, args[0].to(dtype=kwargs.get("dtype") or args[0].dtype).clone())
+            return out
+        flat, spec = tree_flatten((args, kwargs))
+        metas = [x for x in flat if _is_meta(x)]
+        if metas:
+            if not all(x in self.values for x in metas):
+                return None
+        elif not (func in _FACTORIES and _is_meta_device(kwargs.get("device"))):
+            return None
+        cpu = [self.values[x] if _is_meta(x) else x for x in flat]
+        cpu_args, cpu_kwargs = tree_unflatten(cpu, spec)
+        if "device" in cpu_kwargs and _is_meta_device(cpu_kwargs["device"]):
+            cpu_kwargs["device"] = torch.device("cpu")
+        try:
+            out = func(*cpu_args, **cpu_kwargs)
+        except Exception:  # the CPU kernel wants something meta did not: leave the op to meta
+            return None
+        if func is _aten._to_copy.default and not _is_meta_device(kwargs.get("device", first_device(args))):
+            return out  # a copy off meta: the value itself
+        if not isinstance(out, (torch.Tensor, list, tuple)):
+            return out  # a Python scalar (.item())
+        by_value = {id(self.values[x]): x for x in metas}
+        try:  # the meta result itself keeps views, storages and aliasing exactly as torch makes them
+            meta_out = func(*args, **kwargs)
+        except Exception:  # a data-dependent size (nonzero, repeat_interleave…): build it from the value
+            meta_out = None
+        if meta_out is not None:
+            metas_out, _ = tree_flatten(meta_out)
+            values_out, _ = tree_flatten(out)
+            for m, v in zip(metas_out, values_out):
+                if _is_meta(m) and isinstance(v, torch.Tensor) and m not in self.values:
+                    self.track(m, v)
+            return meta_out
+
+        def twin(value):
+            if not isinstance(value, torch.Tensor):
+                return value
+            if id(value) in by_value:  # an in-place op returns its (meta) input
+                return by_value[id(value)]
+            meta = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="meta")
+            self.track(meta, value)
+            return meta
+
+        return tree_map(twin, out)
+
+
+def first_device(args):
+    first = args[0] if args else None
+    return first.device if isinstance(first, torch.Tensor) else None
+
+
+def _is_meta_device(device) -> bool:
+    return device is not None and torch.device(device).type == "meta"
+
+
+_FACTORIES = {_aten.arange.default, _aten.arange.start, _aten.arange.start_step, _aten.zeros.default,
+              _aten.ones.default, _aten.full.default, _aten.scalar_tensor.default}
 
 
 def _storage_key(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage()._cdata
 
 
-def _prepare_inputs(obj, device, storages: set[int], float_ids: set[int]):
+def _prepare_inputs(obj, device, storages: set[int], float_ids: set[int], values: list | None = None):
     """Move inputs to ``device``. A float tensor becomes a leaf that requires grad, passed on through a
     clone: the clone is a computed node, so the input counts as a signal where it meets an addition
     (a raw input can be the residual stream), and it marks where data enters the graph. Integer
-    tensors are remembered by storage (embedding lookups of them are data)."""
+    tensors are remembered by storage (embedding lookups of them are data), and, when they move onto
+    meta, by value (``values`` gets ``(meta tensor, value)`` pairs)."""
     if isinstance(obj, torch.Tensor):
         if obj.is_floating_point():
             leaf = obj.detach().to(device).requires_grad_(True)
@@ -230,12 +328,61 @@ def _prepare_inputs(obj, device, storages: set[int], float_ids: set[int]):
             return leaf.clone()
         moved = obj.to(device)
         storages.add(_storage_key(moved))
+        if values is not None and moved.device.type == "meta" and obj.device.type != "meta":
+            values.append((moved, obj))
         return moved
     if isinstance(obj, Mapping):
-        return {k: _prepare_inputs(v, device, storages, float_ids) for k, v in obj.items()}
+        return {k: _prepare_inputs(v, device, storages, float_ids, values) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_prepare_inputs(v, device, storages, float_ids) for v in obj)
+        return type(obj)(_prepare_inputs(v, device, storages, float_ids, values) for v in obj)
     return obj
+
+
+@contextlib.contextmanager
+def _meta_friendly(model: nn.Module):
+    """Settings under which data-dependent code paths run on ``meta``, restored on exit.
+
+    * Mixture-of-experts layers built with transformers' ``@use_experts_implementation`` default to
+      ``torch._grouped_mm``, whose meta kernel accepts bf16 only; ``batched_mm`` computes the same
+      dataflow (each token's hidden state through its experts' weights, then the weighted sum) with
+      gathers and ``bmm``, which meta runs in any dtype.
+    * ``torch.nonzero`` has no meta kernel (its output size depends on the data); torch can answer as
+      if every element were non-zero, which routes every token everywhere — the same graph structure
+      (Longformer's global attention, Switch Transformers' expert loops).
+    """
+    saved = []
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if hasattr(module, "_is_expert_parallel") and hasattr(config, "_experts_implementation_internal"):
+            if config._experts_implementation_internal != "batched_mm":
+                saved.append((config, config._experts_implementation_internal))
+                config._experts_implementation_internal = "batched_mm"
+    # torch.tensor(data, device="meta") fills the meta tensor below the dispatcher, so its values are
+    # lost; built on the CPU and moved, they reach _MetaForward and are kept (vision towers build their
+    # merge sizes and grids this way).
+    tensor, as_tensor = torch.tensor, torch.as_tensor
+
+    def on_cpu_then_meta(factory):
+        def make(data, *args, device=None, **kwargs):
+            if device is not None and torch.device(device).type == "meta" and not kwargs.get("requires_grad"):
+                return factory(data, *args, **kwargs).to("meta")
+            return factory(data, *args, device=device, **kwargs)
+        return make
+
+    torch.tensor, torch.as_tensor = on_cpu_then_meta(tensor), on_cpu_then_meta(as_tensor)
+    try:
+        from torch.fx.experimental import _config as fx_config
+
+        nonzero = fx_config.patch(meta_nonzero_assume_all_nonzero=True)
+    except (ImportError, AttributeError):  # pragma: no cover - older torch
+        nonzero = contextlib.nullcontext()
+    try:
+        with nonzero:
+            yield
+    finally:
+        torch.tensor, torch.as_tensor = tensor, as_tensor
+        for config, value in saved:
+            config._experts_implementation_internal = value
 
 
 def _run(model: nn.Module, inputs, device) -> tuple[Any, _Recorder, str, set[int]]:
@@ -243,8 +390,17 @@ def _run(model: nn.Module, inputs, device) -> tuple[Any, _Recorder, str, set[int
     meta = torch.device(device).type == "meta"
     storages: set[int] = set()
     float_ids: set[int] = set()
-    inputs = _prepare_inputs(inputs, device, storages, float_ids)
-    with _Recorder(model, storages) as rec, torch.enable_grad(), (_MetaForward() if meta else contextlib.nullcontext()):
+    values: list = []
+    inputs = _prepare_inputs(inputs, device, storages, float_ids, values)
+    with contextlib.ExitStack() as stack:
+        if meta:
+            stack.enter_context(_meta_friendly(model))
+        rec = stack.enter_context(_Recorder(model, storages))
+        stack.enter_context(torch.enable_grad())
+        if meta:
+            mode = stack.enter_context(_MetaForward())
+            for tensor, value in values:
+                mode.track(tensor, value)
         output = _call(model, inputs)
     sink_name, out = _output_tensor(output)
     if out.grad_fn is None:

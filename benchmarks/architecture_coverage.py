@@ -1,0 +1,258 @@
+"""Every model type of the installed transformers, built on ``meta`` and classified without inputs.
+
+    python benchmarks/architecture_coverage.py                       # all model types, JSON to coverage.json
+    python benchmarks/architecture_coverage.py --only mixtral whisper --verbose
+    python benchmarks/architecture_coverage.py --workers 2 --timeout 60 --json runs/coverage.json
+
+For each ``model_type`` in ``CONFIG_MAPPING``: the default config with every layer count cut to 2 (a model
+on ``meta`` holds no memory, so widths do not matter; depth only costs time), the base model
+(``AutoModel``'s class for that config) built on ``meta`` — as ``hf-gammareg inspect`` builds models — and
+``classify_gammas`` with no inputs. A model type whose config or model cannot be built at all is "not
+buildable" and is left out of the percentage. Each model runs in a worker process with a timeout; a worker
+that crashes or hangs is replaced and the model counted as such. Prints buildable / classified / errors by
+class / the slowest, and writes every result as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import queue
+import sys
+import time
+import traceback
+import warnings
+from collections import Counter
+
+LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers",
+              "num_encoder_layers", "num_decoder_layers", "text_layers", "vision_layers", "num_text_layers",
+              "num_vision_layers", "num_backbone_layers", "depth", "num_transformer_layers")
+
+
+def shrink(config, seen=None) -> None:
+    """Cut every layer count of ``config`` and its sub-configs to at most 2, in place."""
+    from transformers import PretrainedConfig
+
+    seen = set() if seen is None else seen
+    if id(config) in seen:
+        return
+    seen.add(id(config))
+    aliases = getattr(config, "attribute_map", {}) or {}
+    for key in LAYER_KEYS:
+        if aliases.get(key, key) not in LAYER_KEYS:  # e.g. ConvNeXt maps num_hidden_layers to num_stages
+            continue
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 2:
+            try:
+                setattr(config, key, 2)
+            except Exception:  # noqa: BLE001 - some configs guard attributes; leave them
+                pass
+    for value in list(vars(config).values()):
+        if isinstance(value, PretrainedConfig):
+            shrink(value, seen)
+
+
+def build(model_type: str):
+    """``(model, error)``: the base model for ``model_type`` on meta, or why it could not be built."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.for_model(model_type)
+    shrink(config)
+    # Layer lists sized from the full layer count (e.g. per-layer types) must follow the cut.
+    for key in ("layer_types", "mlp_layer_types"):
+        value = getattr(config, key, None)
+        n = getattr(config, "num_hidden_layers", None)
+        if isinstance(value, list) and isinstance(n, int) and len(value) > n:
+            setattr(config, key, value[:n])
+    with torch.device("meta"):
+        return AutoModel.from_config(config)
+
+
+def work(model_type: str) -> dict:
+    import torch
+
+    from hf_gammareg import GammaAnalysisError, classify_gammas
+
+    out = {"model_type": model_type}
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build(model_type)
+    except Exception as exc:  # noqa: BLE001 - every failure to build is data
+        out.update(status="not_buildable", error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        return out
+    out["model_class"] = type(model).__name__
+    out["build_s"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = classify_gammas(model)
+        out["classify_s"] = round(time.perf_counter() - start, 3)
+        out.update(status="classified", device=report.device, n_gammas=len(report.gammas),
+                   roles=dict(Counter(report.roles.values())), unused=len(report.unused),
+                   warnings=[str(w.message)[:300] for w in caught if "γ" in str(w.message) or "gamma" in str(w.message)])
+        if not report.gammas:
+            out["status"] = "no_gammas"
+    except GammaAnalysisError as exc:
+        out.update(status="error", error_class="GammaAnalysisError", error=str(exc)[:600],
+                   classify_s=round(time.perf_counter() - start, 3))
+    except Exception as exc:  # noqa: BLE001
+        out.update(status="crash", error_class=type(exc).__name__, error=f"{exc}"[:600],
+                   trace=traceback.format_exc()[-1500:], classify_s=round(time.perf_counter() - start, 3))
+    finally:
+        torch.set_grad_enabled(True)
+    return out
+
+
+def worker(tasks, results) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    while True:
+        model_type = tasks.get()
+        if model_type is None:
+            return
+        results.put(("start", model_type, time.time()))
+        results.put(("done", model_type, work(model_type)))
+
+
+def run_all(model_types: list[str], n_workers: int, timeout: float, verbose: bool) -> list[dict]:
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    pending = list(model_types)
+    done: dict[str, dict] = {}
+    workers = {}  # slot -> (process, task queue, current model_type, started)
+
+    def spawn(slot):
+        tasks = ctx.Queue()
+        proc = ctx.Process(target=worker, args=(tasks, results), daemon=True)
+        proc.start()
+        workers[slot] = [proc, tasks, None, None]
+
+    def feed(slot):
+        if pending:
+            model_type = pending.pop(0)
+            workers[slot][1].put(model_type)
+            workers[slot][2], workers[slot][3] = model_type, time.time()
+        else:
+            workers[slot][1].put(None)
+            workers[slot][2] = None
+
+    for slot in range(n_workers):
+        spawn(slot)
+        feed(slot)
+    total = len(model_types)
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="model types", unit="model", disable=verbose)
+    except ImportError:  # pragma: no cover
+        bar = None
+    while len(done) < total:
+        try:
+            kind, model_type, payload = results.get(timeout=1.0)
+        except queue.Empty:
+            kind = None
+        if kind == "start":
+            for w in workers.values():
+                if w[2] == model_type:
+                    w[3] = payload
+        elif kind == "done":
+            done[model_type] = payload
+            if bar is not None:
+                bar.update(1)
+            if verbose:
+                print(json.dumps({k: v for k, v in payload.items() if k != "trace"}), flush=True)
+            slot = next(s for s, w in workers.items() if w[2] == model_type)
+            feed(slot)
+        for slot, w in list(workers.items()):
+            proc, _, current, started = w
+            if current is None:
+                continue
+            dead = not proc.is_alive()
+            late = started is not None and time.time() - started > timeout
+            if dead or late:
+                if proc.is_alive():
+                    proc.kill()
+                proc.join(5)
+                done[current] = {"model_type": current, "status": "crash" if dead else "timeout",
+                                 "error_class": "WorkerDied" if dead else "Timeout",
+                                 "error": f"worker exit code {proc.exitcode}" if dead else f"over {timeout:.0f} s"}
+                if bar is not None:
+                    bar.update(1)
+                spawn(slot)
+                feed(slot)
+    if bar is not None:
+        bar.close()
+    for proc, tasks, *_ in workers.values():
+        if proc.is_alive():
+            tasks.put(None)
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+    return [done[m] for m in model_types]
+
+
+def summarize(rows: list[dict], slowest: int = 10) -> str:
+    statuses = Counter(r["status"] for r in rows)
+    buildable = [r for r in rows if r["status"] != "not_buildable"]
+    classified = [r for r in buildable if r["status"] in ("classified", "no_gammas")]
+    lines = [f"model types: {len(rows)}; buildable on meta from a default config (layers cut to 2): {len(buildable)}",
+             f"classified on meta without inputs: {len(classified)} / {len(buildable)} = "
+             f"{100 * len(classified) / max(1, len(buildable)):.1f} % "
+             f"(with γ: {statuses['classified']}, without any γ: {statuses['no_gammas']})"]
+    on_real = [r["model_type"] for r in classified if r.get("device") not in (None, "meta")]
+    if on_real:
+        lines.append(f"classified only by a real-device fallback: {len(on_real)}: {', '.join(on_real)}")
+    failures = [r for r in buildable if r not in classified]
+    if failures:
+        lines.append(f"not classified: {len(failures)}")
+        by_class = Counter(f"{r['status']}: {r.get('error_class', '?')}: {(r.get('error') or '')[:90]}" for r in failures)
+        for text, n in by_class.most_common():
+            members = [r["model_type"] for r in failures
+                       if f"{r['status']}: {r.get('error_class', '?')}: {(r.get('error') or '')[:90]}" == text]
+            lines.append(f"  {n:3d}  {text}  [{', '.join(members[:8])}{' …' if len(members) > 8 else ''}]")
+    warned = [r for r in classified if r.get("warnings")]
+    if warned:
+        lines.append(f"classified with a γ warning: {len(warned)}: {', '.join(r['model_type'] for r in warned)}")
+    timed = sorted((r for r in buildable if "classify_s" in r), key=lambda r: -r["classify_s"])[:slowest]
+    lines.append("slowest classifications: " + ", ".join(f"{r['model_type']} {r['classify_s']:.2f} s" for r in timed))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", help="these model types only")
+    p.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per model type before the worker is killed")
+    p.add_argument("--json", default="coverage.json", help="where to write every result")
+    p.add_argument("--verbose", action="store_true", help="print each result as it comes")
+    args = p.parse_args(argv)
+    from transformers import __version__ as tf_version
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    model_types = args.only or sorted(CONFIG_MAPPING_NAMES)
+    start = time.perf_counter()
+    rows = run_all(model_types, args.workers, args.timeout, args.verbose)
+    wall = time.perf_counter() - start
+    import torch
+
+    header = (f"transformers {tf_version}, torch {torch.__version__}, python {platform.python_version()}, "
+              f"{args.workers} worker(s), timeout {args.timeout:.0f} s, wall {wall / 60:.1f} min")
+    print(header)
+    print(summarize(rows))
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w", encoding="utf-8") as f:
+        json.dump({"header": header, "results": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
