@@ -4,6 +4,7 @@
     hf-gammareg inspect ./my-model --policy all        # a local model directory (config only)
     hf-gammareg inspect gpt2 --json > roles.json
     hf-gammareg plot runs/sst2-guidelines runs/sst2-hf-default --out gamma.png
+    hf-gammareg plot --sweep results/sst2_cpu.csv --baseline hf-default --out sst2_cpu.png
 """
 
 from __future__ import annotations
@@ -104,10 +105,23 @@ def _inspect(args) -> int:
 
 
 def _plot(args) -> int:
-    from .callbacks import plot_history
-
+    if bool(args.run_dirs) == bool(args.sweep):
+        print("hf-gammareg plot: give run directories (γ-norm curves) or --sweep CSV (a sweep's bar chart), "
+              "not both and not neither", file=sys.stderr)
+        return 2
     try:
-        out = plot_history(args.run_dirs, args.out, stat=args.stat)
+        if args.sweep:
+            from .sweeps import plot_sweep
+
+            out = args.out or os.path.splitext(args.sweep)[0] + ".png"
+            out = plot_sweep(args.sweep, out, metric=args.metric, baseline=args.baseline, title=args.title)
+        else:
+            from .callbacks import plot_history
+
+            out = plot_history(args.run_dirs, args.out or "gamma_norms.png", stat=args.stat, title=args.title)
+    except ImportError as exc:  # matplotlib missing: the message names the extra
+        print(f"hf-gammareg: {exc}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as exc:
         print(f"hf-gammareg: {exc}", file=sys.stderr)
         return 2
@@ -128,10 +142,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output (GammaReport JSON + decayed)")
     p.set_defaults(func=_inspect)
 
-    p = sub.add_parser("plot", help="plot γ-norm trajectories per role from one or more run dirs")
-    p.add_argument("run_dirs", nargs="+", help="output_dir(s) holding gamma_history.jsonl")
-    p.add_argument("--out", default="gamma_norms.png", help="PNG to write (default: %(default)s)")
+    p = sub.add_parser("plot", help="plot γ-norm trajectories per role from run dirs, or a sweep CSV as bars")
+    p.add_argument("run_dirs", nargs="*", help="output_dir(s) holding gamma_history.jsonl")
+    p.add_argument("--out", help="PNG to write (default: gamma_norms.png; with --sweep, the CSV's name with .png)")
     p.add_argument("--stat", default="norm", choices=("norm", "abs_mean"), help="mean ‖γ‖ or mean |γ|")
+    p.add_argument("--sweep", metavar="CSV", help="a results CSV of recipes/sweep.py: the metric per entry as bars")
+    p.add_argument("--baseline", metavar="ENTRY", help="with --sweep: add the paired difference to this entry")
+    p.add_argument("--metric", help="with --sweep: the column to plot (default: the primary metric)")
+    p.add_argument("--title", help="a title above the panels")
     p.set_defaults(func=_plot)
     return parser
 
