@@ -3,6 +3,7 @@
 import json
 import sys
 
+import hub_mock
 import pytest
 import torch
 from models import tiny_hf_resnet
@@ -222,3 +223,30 @@ def test_config_from_hub_repo_id_reads_json_only(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown field"):
         GammaRegConfig.from_pretrained("someone/some-model")
 
+
+def test_config_push_to_hub_and_back(tmp_path, mock_hub):
+    """push_to_hub creates the repo and commits gammareg_config.json alone; from_pretrained reads it back."""
+    cfg = GammaRegConfig(policy="only:branch", gamma_weight_decay=0.2, invariance="approximate", include=["ln_f"])
+    info = cfg.push_to_hub("someone/tiny", private=True, token="hf_fake", commit_message="γ config")
+    assert info.oid == hub_mock.COMMIT_OID
+    created = mock_hub.created[0]
+    assert (created["organization"], created["name"]) == ("someone", "tiny")
+    assert created.get("visibility") == "private" or created.get("private") is True
+    (commit,) = mock_hub.commits
+    assert (commit["repo_id"], commit["revision"], commit["summary"]) == ("someone/tiny", "main", "γ config")
+    assert list(commit["files"]) == ["gammareg_config.json"]
+    assert json.loads(commit["files"]["gammareg_config.json"]) == {
+        "policy": "only:branch", "gamma_weight_decay": 0.2, "invariance": "approximate", "include": ["ln_f"],
+        "exclude": [], "regularization": "decoupled"}
+    assert all(r.headers.get("authorization") == "Bearer hf_fake" for r in mock_hub.requests if r.method == "POST")
+    assert GammaRegConfig.from_pretrained("someone/tiny", cache_dir=str(tmp_path)) == cfg
+
+
+def test_config_push_to_a_branch_refuses_an_invalid_config(mock_hub):
+    cfg = GammaRegConfig()
+    cfg.push_to_hub("someone/tiny", revision="dev", token="hf_fake")
+    assert (mock_hub.commits[-1]["revision"], mock_hub.commits[-1]["summary"]) == ("dev", "Upload gammareg_config.json")
+    cfg.policy = "guideline"  # changed after construction
+    with pytest.raises(ValueError, match="policy: unknown gamma policy"):
+        cfg.push_to_hub("someone/tiny", token="hf_fake")
+    assert len(mock_hub.commits) == 1
