@@ -1,4 +1,4 @@
-"""`hf-gammareg inspect` and `plot`, offline on embedded configs."""
+"""`hf-gammareg inspect` and `plot`: offline on embedded configs; Hub ids against the in-memory Hub (hub_mock)."""
 
 import json
 from pathlib import Path
