@@ -45,6 +45,7 @@ class GammaNormCallback(TrainerCallback):
     def __init__(self, report: GammaReport | None = None, *, prefix: str = "", policy: str | None = None):
         self.names_by_role: dict[str, list[str]] = {}
         self.policy = policy
+        self.invariance: str | None = None
         if report is not None:
             self.set_report(report, prefix=prefix)
 
@@ -53,6 +54,8 @@ class GammaNormCallback(TrainerCallback):
         for name, role in report.roles.items():
             by_role[role].append(prefix + name)
         self.names_by_role = {r: by_role[r] for r in ROLES if by_role.get(r)}
+        # The roles were read under the report's invariance mode, so that is the one a plot must name.
+        self.invariance = report.invariance
         if policy is not None:
             self.policy = policy
 
@@ -72,7 +75,8 @@ class GammaNormCallback(TrainerCallback):
                 state.log_history[-1].update(keys)
         if state.is_world_process_zero and args.output_dir:
             os.makedirs(args.output_dir, exist_ok=True)
-            line = {"step": state.global_step, "epoch": state.epoch, "policy": self.policy, "roles": stats}
+            line = {"step": state.global_step, "epoch": state.epoch, "policy": self.policy,
+                    "invariance": self.invariance, "roles": stats}
             with open(os.path.join(args.output_dir, HISTORY_NAME), "a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
 
@@ -86,6 +90,11 @@ class GammaNormCallback(TrainerCallback):
 
 
 def read_history(run_dir: str) -> list[dict]:
+    """The records of ``run_dir/gamma_history.jsonl`` (or of that file given directly), oldest first.
+
+    Each record holds ``step``, ``epoch``, ``policy``, ``roles`` (``{role: {"norm", "abs_mean", "count"}}``)
+    and, in files written since it was added, ``invariance``; older files read the same without it.
+    """
     path = os.path.join(run_dir, HISTORY_NAME) if os.path.isdir(run_dir) else run_dir
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no {HISTORY_NAME} in {run_dir!r}: train with GammaRegTrainer (gamma_log_norms=True) first")
@@ -93,42 +102,89 @@ def read_history(run_dir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_history(run_dirs: Iterable[str], out_path: str, *, stat: str = "norm", labels: list[str] | None = None) -> str:
-    """One PNG: mean ‖γ‖ (``stat="norm"``) or mean |γ| per role over steps, one panel per role.
+def _run_names(run_dirs: list[str]) -> list[str]:
+    """The shortest trailing path parts that tell runs apart (``a/seed0``, ``b/seed0``, not ``seed0`` twice)."""
+    parts = [os.path.normpath(os.path.abspath(d)).split(os.sep) for d in run_dirs]
+    depth = 1
+    while True:
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names) or depth >= max(len(p) for p in parts):
+            return names
+        depth += 1
 
-    Several run dirs are drawn side by side in each panel (a policy comparison). Returns ``out_path``.
+
+def run_label(name: str, history: list[dict]) -> str:
+    """``name (policy, invariance)`` from a run's history; what an old history lacks is left out."""
+    first = lambda key: next((rec[key] for rec in history if rec.get(key)), None)  # noqa: E731
+    setting = [s for s in (first("policy"), first("invariance")) if s]
+    return f"{name} ({', '.join(setting)})" if setting else name
+
+
+def history_figure(run_dirs: Iterable[str], *, stat: str = "norm", labels: list[str] | None = None,
+                   title: str | None = None):
+    """The figure `plot_history` saves: one panel per role, one colour per run in every panel, one legend.
+
+    Each run keeps its colour (and line style) across all panels, and a single figure-level legend
+    names every run once, as ``<dir> (<policy>, <invariance>)``: runs under different invariance modes
+    have different roles, so a panel may hold only some of the runs (a note in it names the others).
     """
-    import matplotlib
+    from ._plotting import new_figure, plain_y_axis, run_styles
 
-    matplotlib.use("Agg")  # headless
-    import matplotlib.pyplot as plt
-
+    if stat not in ("norm", "abs_mean"):
+        raise ValueError(f"stat must be 'norm' or 'abs_mean', got {stat!r}")
     run_dirs = list(run_dirs)
+    if not run_dirs:
+        raise ValueError("give at least one run directory")
     histories = [read_history(d) for d in run_dirs]
+    names = _run_names(run_dirs)
     if labels is None:
-        labels = []
-        for d, h in zip(run_dirs, histories):
-            policy = next((r.get("policy") for r in h if r.get("policy")), None)
-            labels.append(f"{os.path.basename(os.path.normpath(d))}" + (f" ({policy})" if policy else ""))
+        labels = [run_label(name, h) for name, h in zip(names, histories)]
+    elif len(labels) != len(run_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
     roles = [r for r in ROLES if any(r in rec["roles"] for h in histories for rec in h)]
     if not roles:
         raise ValueError("the history files hold no γ statistics")
-    fig, axes = plt.subplots(1, len(roles), figsize=(4.2 * len(roles), 3.4), squeeze=False)
-    for ax, role in zip(axes[0], roles):
-        for label, history in zip(labels, histories):
+    styles = run_styles(len(run_dirs))
+    fig = new_figure(figsize=(max(4.2 * len(roles), 6.0), 3.9))
+    axes = fig.subplots(1, len(roles), squeeze=False)[0]
+    for ax, role in zip(axes, roles):
+        absent = []
+        for name, label, history, style in zip(names, labels, histories, styles):
             points = [(rec["step"], rec["roles"][role][stat]) for rec in history if role in rec["roles"]]
-            if points:
-                steps, values = zip(*points)
-                ax.plot(steps, values, marker="." if len(points) < 40 else None, label=label)
+            if not points:
+                absent.append(name)
+                continue
+            steps, values = zip(*points)
+            ax.plot(steps, values, label=label, **{**style, "marker": style["marker"] if len(points) < 40 else None})
+        if absent:
+            ax.text(0.02, 0.02, f"no {role} γ in: {', '.join(absent)}", transform=ax.transAxes, fontsize=7,
+                    color="0.35", va="bottom")
         ax.set_title(f"{role} γ")
         ax.set_xlabel("step")
         ax.set_ylabel("mean ‖γ‖₂" if stat == "norm" else "mean |γ|")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
+        plain_y_axis(ax)
+    # One legend for the figure, built from the runs (not from one panel's lines, which may miss some).
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], **style) for style in styles]
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 2), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_history(run_dirs: Iterable[str], out_path: str, *, stat: str = "norm", labels: list[str] | None = None,
+                 title: str | None = None) -> str:
+    """Save one PNG of mean ‖γ‖ (``stat="norm"``) or mean |γ| per role over steps; returns ``out_path``.
+
+    One panel per role; several run dirs are drawn in each panel (a policy comparison), each run in
+    one colour throughout, named once in a legend under the panels (see `history_figure`). Needs
+    matplotlib (``pip install 'hf_gammareg[plot]'``).
+    """
+    fig = history_figure(run_dirs, stat=stat, labels=labels, title=title)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     fig.savefig(out_path, dpi=110)
-    plt.close(fig)
     return out_path
 
 

@@ -1,9 +1,11 @@
 """`hf-gammareg`: see which γ a policy decays (``inspect``) and how γ norms moved (``plot``).
 
-    hf-gammareg inspect bert-base-uncased              # embedded config, offline
-    hf-gammareg inspect ./my-model --policy all        # a local model directory (config only)
+    hf-gammareg inspect bert-base-uncased                         # embedded config, offline
+    hf-gammareg inspect ./my-model --task sequence-classification # a local model directory (config only)
+    hf-gammareg inspect gpt2 --include ln_f --exclude 'h\\.0\\.'     # options anywhere, one regex per flag
     hf-gammareg inspect gpt2 --json > roles.json
     hf-gammareg plot runs/sst2-guidelines runs/sst2-hf-default --out gamma.png
+    hf-gammareg plot --sweep results/sst2_cpu.csv --baseline hf-default --out sst2_cpu.png
 """
 
 from __future__ import annotations
@@ -11,19 +13,78 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import textwrap
 from importlib import resources
 
 from .policy import POLICY_HELP
 from .roles import INVARIANCE_MODES
 
 _EMBEDDED_DIR = "configs"
+# --task: the head decides roles (DESIGN.md: "the head is whatever the model outputs"), so `inspect`
+# builds the class a user would train, chosen through the Auto class of that task.
+TASKS = {
+    "base": "AutoModel",
+    "causal-lm": "AutoModelForCausalLM",
+    "masked-lm": "AutoModelForMaskedLM",
+    "seq2seq-lm": "AutoModelForSeq2SeqLM",
+    "sequence-classification": "AutoModelForSequenceClassification",
+    "image-classification": "AutoModelForImageClassification",
+}
+_HUB_TIMEOUT_S = 10  # one HEAD request for config.json; HF's own etag timeout is also 10 s
+_OFFLINE_HINT = ("On a machine without network set HF_HUB_OFFLINE=1: config files already in the Hub cache are then "
+                 "used without trying the network. An embedded config name or a local model directory needs neither.")
 
 
 def embedded_configs() -> list[str]:
     """Names of the model configs shipped with the package (usable offline)."""
     files = resources.files("hf_gammareg").joinpath(_EMBEDDED_DIR).iterdir()
     return sorted(f.name[: -len(".json")] for f in files if f.name.endswith(".json"))
+
+
+def _not_found(name: str, why: str) -> LookupError:
+    return LookupError(f"cannot load a config for {name!r}: not an embedded config ({', '.join(embedded_configs())}), "
+                       f"not a local model directory, and {why}")
+
+
+def _hub_config(name: str):
+    """``name``'s config from the Hub, failing fast when the Hub cannot be reached.
+
+    `huggingface_hub` retries a failed metadata request five times with backoff (about 25 s) before it
+    falls back to the cache. One request without retries tells a missing network apart first.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, is_offline_mode, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+    from transformers import AutoConfig
+
+    def first_line(exc: BaseException) -> str:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise _not_found(name, "not a valid Hub repo id") from None
+    if is_offline_mode():  # cache only: transformers does not touch the network
+        try:
+            return AutoConfig.from_pretrained(name)
+        except (OSError, ValueError):
+            raise _not_found(name, "HF_HUB_OFFLINE is set and its config.json is not in the local Hub cache "
+                                   "(unset HF_HUB_OFFLINE on a machine with network to download it)") from None
+    try:
+        get_hf_file_metadata(hf_hub_url(name, "config.json"), timeout=_HUB_TIMEOUT_S)
+    except HfHubHTTPError as exc:  # the Hub answered: no such repo, gated, no config.json, …
+        raise _not_found(name, f"the Hub has no config.json for it ({first_line(exc)})") from None
+    except Exception as exc:  # no answer: DNS, refused connection, timeout, proxy
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise LookupError(f"cannot load a config for {name!r}: the Hub cannot be reached ({first_line(exc)}) and "
+                              f"its config.json is not in the local cache. {_OFFLINE_HINT}") from None
+        return AutoConfig.from_pretrained(name, local_files_only=True)
+    try:
+        return AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise _not_found(name, f"not loadable from the Hub ({first_line(exc)})") from None
 
 
 def load_config(name: str):
@@ -35,21 +96,32 @@ def load_config(name: str):
         data.pop("_comment", None)
         model_type = data.pop("model_type")
         return AutoConfig.for_model(model_type, **data)
-    try:
-        return AutoConfig.from_pretrained(name)
-    except (OSError, ValueError) as exc:
-        raise LookupError(
-            f"cannot load a config for {name!r}: not an embedded config ({', '.join(embedded_configs())}), "
-            f"not a local model directory, and not reachable on the Hub ({str(exc).splitlines()[0]})"
-        ) from None
+    if os.path.isdir(name):
+        try:
+            return AutoConfig.from_pretrained(name)
+        except (OSError, ValueError) as exc:
+            raise LookupError(f"cannot load a config from the directory {name!r}: {str(exc).splitlines()[0]}") from None
+    return _hub_config(name)
 
 
-def build_meta_model(name: str):
-    """Instantiate ``name``'s architecture on the meta device: no weights, no memory."""
+def build_meta_model(name: str, task: str | None = None):
+    """Instantiate ``name``'s architecture on the meta device: no weights, no memory.
+
+    ``task`` (a key of `TASKS`) picks the head through its Auto class; without it, the config's own
+    ``architectures`` entry decides, else the base model.
+    """
     import torch
     import transformers
 
     config = load_config(name)
+    if task is not None:
+        auto = getattr(transformers, TASKS[task])
+        with torch.device("meta"):
+            try:
+                return auto.from_config(config)
+            except ValueError as exc:  # no such head for this architecture
+                raise LookupError(f"{name!r} ({type(config).__name__}) has no {task} head in transformers "
+                                  f"{transformers.__version__} ({str(exc).strip().splitlines()[0]})") from None
     archs = getattr(config, "architectures", None) or []
     cls = next((getattr(transformers, a) for a in archs if hasattr(transformers, a)), None)
     with torch.device("meta"):
@@ -58,56 +130,101 @@ def build_meta_model(name: str):
         return transformers.AutoModel.from_config(config)
 
 
-def _print_table(report, policy, include, exclude, stream) -> None:
+# -- the table --------------------------------------------------------------------------------------------
+def _common_prefix(names: list[str]) -> str:
+    """The dotted components all names share, with the trailing dot (``"bert."``); every name keeps ≥ 2 parts."""
+    split = [n.split(".") for n in names]
+    prefix = []
+    for parts in zip(*split):
+        if len(set(parts)) != 1 or any(len(s) <= len(prefix) + 2 for s in split):
+            break
+        prefix.append(parts[0])
+    return "".join(p + "." for p in prefix)
+
+
+def format_table(report, policy: str, *, include=(), exclude=(), width: int | None = None) -> str:
+    """The role table and summary, as `GammaReport.to_table` writes it, fitted to ``width`` columns.
+
+    When the full table is wider, names are shortened without losing what tells them apart (the
+    prefix every γ shares and the ``.weight`` suffix are dropped, and said so once), and each reason
+    moves under its row, wrapped at words, at most two lines. Names are never broken mid-word.
+    """
+    full = report.to_table(policy, include=include, exclude=exclude)
+    summary = report.summary(policy, include=include, exclude=exclude)
+    if width is None or max(map(len, full.splitlines())) <= width:
+        return full + "\n" + summary
     decayed = report.decay_names(policy, include=include, exclude=exclude)
-    use_rich = stream.isatty()
-    if use_rich:
-        try:
-            from rich.console import Console
-            from rich.table import Table
-        except ImportError:
-            use_rich = False
-    if not use_rich:
-        print(report.to_table(policy, include=include, exclude=exclude), file=stream)
-        print(report.summary(policy, include=include, exclude=exclude), file=stream)
-        return
-    table = Table(title=f"{report.model_class}: γ roles ({report.invariance}), policy {policy!r}")
-    for col in ("parameter", "norm", "role", "decay", "reason"):
-        table.add_column(col, overflow="fold")
-    colors = {"branch": "green", "invariant": "cyan", "stream": "yellow", "head": "magenta"}
-    for name in report.gammas:
-        role = report.roles.get(name, "unused")
-        table.add_row(name, report.norm_types.get(name, "?"), f"[{colors.get(role, 'white')}]{role}[/]",
-                      "yes" if name in decayed else "no", report.reasons.get(name, "not used in forward"))
-    console = Console(file=stream)
-    console.print(table)
-    console.print(report.summary(policy, include=include, exclude=exclude))
+    gammas = report.gammas
+    prefix = _common_prefix(gammas)
+    names = [n[len(prefix):].removesuffix(".weight") for n in gammas]
+    rows = [(short, report.norm_types.get(n, "?"), report.roles.get(n, "unused"), "yes" if n in decayed else "no")
+            for n, short in zip(gammas, names)]
+    header = ("parameter", "norm", "role", "decay")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
+    budget = width - sum(widths[1:]) - 6
+    if widths[0] > budget >= 20:
+        # Still too wide: keep the end of each name (module and layer index), unless that makes two alike.
+        cut = [s if len(s) <= budget else "…" + s[-(budget - 1):] for s in names]
+        if len(set(cut)) == len(cut):
+            rows = [(c, *r[1:]) for c, r in zip(cut, rows)]
+            widths[0] = budget
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    for name, row in zip(gammas, rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        reason = report.reasons.get(name, "does not take part in the forward pass")
+        lines += textwrap.wrap(reason, max(width - 4, 20), initial_indent="    ", subsequent_indent="    ",
+                               max_lines=2, placeholder=" …", break_long_words=False, break_on_hyphens=False)
+    shortened = [f"the prefix `{prefix}`" if prefix else "", "`.weight`" if any(n.endswith(".weight") for n in gammas)
+                 else ""]
+    note = " and ".join(s for s in shortened if s)
+    lines += textwrap.wrap(summary, width, break_long_words=False)
+    lines += textwrap.wrap(f"({'names without ' + note + '; ' if note else ''}reasons cut to two lines: --wide "
+                           "or --json for everything)", width, break_long_words=False)
+    return "\n".join(lines)
 
 
 def _inspect(args) -> int:
     from .analysis import classify_gammas
 
     try:
-        model = build_meta_model(args.model)
+        model = build_meta_model(args.model, task=args.task)
     except LookupError as exc:
         print(f"hf-gammareg: {exc}", file=sys.stderr)
         return 2
+    include, exclude = args.include or [], args.exclude or []
     report = classify_gammas(model, invariance=args.invariance)
     if args.json:
         data = report.to_dict()
         data["policy"] = args.policy
-        data["decayed"] = sorted(report.decay_names(args.policy, include=args.include, exclude=args.exclude))
+        data["decayed"] = sorted(report.decay_names(args.policy, include=include, exclude=exclude))
         print(json.dumps(data, indent=2))
-    else:
-        _print_table(report, args.policy, args.include, args.exclude, sys.stdout)
+        return 0
+    width = args.width
+    if width is None and not args.wide and sys.stdout.isatty():
+        width = shutil.get_terminal_size().columns
+    print(format_table(report, args.policy, include=include, exclude=exclude, width=None if args.wide else width))
     return 0
 
 
 def _plot(args) -> int:
-    from .callbacks import plot_history
-
+    if bool(args.run_dirs) == bool(args.sweep):
+        print("hf-gammareg plot: give run directories (γ-norm curves) or --sweep CSV (a sweep's bar chart), "
+              "not both and not neither", file=sys.stderr)
+        return 2
     try:
-        out = plot_history(args.run_dirs, args.out, stat=args.stat)
+        if args.sweep:
+            from .sweeps import plot_sweep
+
+            out = args.out or os.path.splitext(args.sweep)[0] + ".png"
+            out = plot_sweep(args.sweep, out, metric=args.metric, baseline=args.baseline, title=args.title)
+        else:
+            from .callbacks import plot_history
+
+            out = plot_history(args.run_dirs, args.out or "gamma_norms.png", stat=args.stat, title=args.title)
+    except ImportError as exc:  # matplotlib missing: the message names the extra
+        print(f"hf-gammareg: {exc}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as exc:
         print(f"hf-gammareg: {exc}", file=sys.stderr)
         return 2
@@ -121,17 +238,30 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="print the role of every γ of a model and what a policy decays")
     p.add_argument("model", help=f"embedded config ({', '.join(embedded_configs())}), local model dir, or Hub id")
+    p.add_argument("--task", choices=list(TASKS),
+                   help="the head to build (it changes roles: the final norm is `head` under a classifier, "
+                        "`invariant` under BERT's MLM head); default: the config's `architectures`, else base")
     p.add_argument("--policy", default="guidelines", help=POLICY_HELP)
     p.add_argument("--invariance", default="exact", choices=INVARIANCE_MODES)
-    p.add_argument("--include", nargs="*", default=[], help="regexes of γ names to decay regardless of role")
-    p.add_argument("--exclude", nargs="*", default=[], help="regexes of γ names never to decay")
+    # One regex per flag (repeat the flag): a comma-split list would break regexes such as `h\.{1,3}`.
+    p.add_argument("--include", action="append", metavar="REGEX",
+                   help="decay γ whose name matches, whatever the role (repeatable)")
+    p.add_argument("--exclude", action="append", metavar="REGEX",
+                   help="never decay γ whose name matches; wins over --include (repeatable)")
     p.add_argument("--json", action="store_true", help="machine-readable output (GammaReport JSON + decayed)")
+    p.add_argument("--width", type=int, metavar="COLUMNS",
+                   help="fit the table to this many columns (default: the terminal's width when printing to one)")
+    p.add_argument("--wide", action="store_true", help="never shorten names or reasons")
     p.set_defaults(func=_inspect)
 
-    p = sub.add_parser("plot", help="plot γ-norm trajectories per role from one or more run dirs")
-    p.add_argument("run_dirs", nargs="+", help="output_dir(s) holding gamma_history.jsonl")
-    p.add_argument("--out", default="gamma_norms.png", help="PNG to write (default: %(default)s)")
+    p = sub.add_parser("plot", help="plot γ-norm trajectories per role from run dirs, or a sweep CSV as bars")
+    p.add_argument("run_dirs", nargs="*", help="output_dir(s) holding gamma_history.jsonl")
+    p.add_argument("--out", help="PNG to write (default: gamma_norms.png; with --sweep, the CSV's name with .png)")
     p.add_argument("--stat", default="norm", choices=("norm", "abs_mean"), help="mean ‖γ‖ or mean |γ|")
+    p.add_argument("--sweep", metavar="CSV", help="a results CSV of recipes/sweep.py: the metric per entry as bars")
+    p.add_argument("--baseline", metavar="ENTRY", help="with --sweep: add the paired difference to this entry")
+    p.add_argument("--metric", help="with --sweep: the column to plot (default: the primary metric)")
+    p.add_argument("--title", help="a title above the panels")
     p.set_defaults(func=_plot)
     return parser
 
@@ -143,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # bad policy or regex
         print(f"hf-gammareg: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `hf-gammareg inspect … | head` closed the pipe: not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush stays quiet
+        return 0
 
 
 if __name__ == "__main__":

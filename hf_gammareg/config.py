@@ -117,6 +117,40 @@ class GammaRegConfig:
             f.write(self.to_json_string())
         return path
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+    ):
+        """Upload ``gammareg_config.json`` to the Hub model repo ``repo_id``, creating the repo if needed.
+
+        The arguments are those of transformers' ``PushToHubMixin.push_to_hub`` (``create_repo(...,
+        exist_ok=True)``, then one commit); ``revision`` is the branch to commit to. Only the JSON file is
+        uploaded. Read it back with ``GammaRegConfig.from_pretrained(repo_id)``. Returns the
+        `huggingface_hub.CommitInfo` of the commit.
+        """
+        from huggingface_hub import HfApi
+
+        self.validate()  # fields may have been changed since construction: never publish an invalid file
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        return api.upload_file(
+            path_or_fileobj=self.to_json_string().encode("utf-8"),
+            path_in_repo=CONFIG_NAME,
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message=commit_message or f"Upload {CONFIG_NAME}",
+            commit_description=commit_description,
+            revision=revision,
+            create_pr=create_pr,
+        )
+
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **hub_kwargs) -> "GammaRegConfig":
         """Read ``gammareg_config.json`` from a directory, a file, or a Hub repo id (JSON only)."""

@@ -103,47 +103,50 @@ def summarize(rows: Sequence[dict], metric: str, *, baseline: str | None = None,
     return out
 
 
-def plot_sweep(csv_path: str, out_path: str, *, metric: str | None = None, baseline: str | None = None,
-               title: str | None = None, order: Iterable[str] | None = None) -> str:
-    """Bar chart of a sweep CSV: ``metric`` per policy (mean ± std over seeds, seeds as dots) and, with a
-    ``baseline``, a second panel of the paired difference to it with its 95 % CI. Returns ``out_path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import ScalarFormatter
+def sweep_figure(csv_path: str, *, metric: str | None = None, baseline: str | None = None,
+                 title: str | None = None, order: Iterable[str] | None = None):
+    """The figure `plot_sweep` saves: ``metric`` per entry as bars (mean ± std over seeds, each seed a dot)
+    and, with a ``baseline``, a second panel of each entry's paired difference to it with its 95 % CI
+    (red where the CI excludes 0)."""
+    from ._plotting import new_figure, plain_y_axis
 
     _, rows = read_sweep_csv(csv_path)
     if not rows:
         raise ValueError(f"{csv_path} holds no runs")
     label_key = "label" if "label" in rows[0] else "entry"
     if metric is None:
-        metric = rows[0].get("primary_metric") or next(k for k in rows[0] if _float(rows[0][k]) is not None
-                                                       and k not in ("seed",))
-    if metric not in rows[0]:
-        raise ValueError(f"{csv_path} has no column {metric!r}")
+        metric = rows[0].get("primary_metric") or next(
+            (k for k in rows[0] if k not in ("seed", "n_gammas", "n_decayed") and _float(rows[0][k]) is not None), None)
+    if metric is None or metric not in rows[0]:
+        raise ValueError(f"{csv_path} has no column {metric!r}; columns: {list(rows[0])}")
+    if order is None and baseline is not None:
+        order = [baseline]  # the reference first; the others in the order the sweep ran them
     summaries = summarize(rows, metric, baseline=baseline, label_key=label_key, order=order)
     panels = 2 if baseline is not None else 1
     width = max(6.0, 0.9 * len(summaries) + 2)
-    fig, axes = plt.subplots(1, panels, figsize=(width * panels * 0.75, 4.2), squeeze=False)
+    fig = new_figure(figsize=(width * panels * 0.75, 4.4))
+    axes = fig.subplots(1, panels, squeeze=False)[0]
     x = list(range(len(summaries)))
     names = [s.label for s in summaries]
-    ax = axes[0][0]
+    ax = axes[0]
     ax.bar(x, [s.mean for s in summaries], yerr=[s.std for s in summaries], capsize=4, color="#8fb3d9",
            edgecolor="#33557a")
     for i, s in enumerate(summaries):
         ax.scatter([i] * len(s.values), s.values, s=10, color="black", zorder=3)
     low = min(min(min(s.values), s.mean - s.std) for s in summaries)
     high = max(max(max(s.values), s.mean + s.std) for s in summaries)
-    pad = max(0.5, 0.15 * (high - low))
+    # The axis is cut to the data (accuracies differ in the first decimal, not from 0): the bars show
+    # where each mean lies, not its size from zero.
+    pad = 0.15 * (high - low) or 0.05 * abs(high) or 0.5
     ax.set_ylim(low - 2 * pad, high + pad)
-    ax.set_ylabel(f"{metric} (mean ± std over seeds; dots: seeds)")
+    ax.set_ylabel(metric)
+    ax.set_title("mean ± std over seeds (dots: the seeds)", fontsize=9)
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.grid(axis="y", alpha=0.3)
     if panels == 2:
-        ax = axes[0][1]
-        diffs = [(i, s) for i, s in enumerate(summaries) if s.diff is not None]
-        for i, s in diffs:
+        ax = axes[1]
+        compared = [s for s in summaries if s.diff is not None]
+        for i, s in enumerate(compared):
             color = "#b03a2e" if s.significant else "#555555"
             if s.ci is not None:
                 ax.errorbar([i], [s.diff], yerr=[[s.diff - s.ci[0]], [s.ci[1] - s.diff]], fmt="o", color=color,
@@ -151,17 +154,25 @@ def plot_sweep(csv_path: str, out_path: str, *, metric: str | None = None, basel
             else:
                 ax.plot([i], [s.diff], "o", color=color)
         ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.set_xticks(x, names, rotation=30, ha="right")
-        ax.set_ylabel(f"Δ {metric} vs {baseline} (paired by seed, 95 % CI)")
+        ax.set_xticks(range(len(compared)), [s.label for s in compared], rotation=30, ha="right")
+        ax.set_xlim(-0.5, len(compared) - 0.5)
+        ax.set_ylabel(f"Δ {metric} vs {baseline}")
+        ax.set_title("paired by seed, 95 % CI (red: excludes 0)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    for a in axes[0]:
-        formatter = ScalarFormatter(useOffset=False)
-        formatter.set_scientific(False)
-        a.yaxis.set_major_formatter(formatter)
+    for a in axes:
+        plain_y_axis(a)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    return fig
+
+
+def plot_sweep(csv_path: str, out_path: str, *, metric: str | None = None, baseline: str | None = None,
+               title: str | None = None, order: Iterable[str] | None = None) -> str:
+    """Save the bar chart of a sweep CSV (see `sweep_figure`) as a PNG; returns ``out_path``.
+
+    Needs matplotlib (``pip install 'hf_gammareg[plot]'``).
+    """
+    fig = sweep_figure(csv_path, metric=metric, baseline=baseline, title=title, order=order)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     fig.savefig(out_path, dpi=110)
-    plt.close(fig)
     return out_path

@@ -13,6 +13,8 @@ CPU scale (3+3 layers, d_model 256, a slice of Multi30k De→En, which stands in
 Data, first that is given: ``--train_src/--train_tgt/--eval_src/--eval_tgt`` files; ``--data_dir`` holding
 ``{train,valid,test}.{src_lang,tgt_lang}`` (fairseq's IWSLT14 layout, e.g. ``../shared/data/iwslt14-de-en``
 with 160,239 / 7,283 / 6,750 pairs); ``--dataset_name`` (a Hub dataset with a ``translation`` column).
+Line-aligned files are read with `datasets.load_dataset("text", ...)` (offline, cached), Hub datasets with
+`datasets.load_dataset(name)`; both become one `Dataset` of ``src``/``tgt`` pairs, encoded with `Dataset.map`.
 
 Tokenization: a joint SentencePiece model trained here on the training text (both sides) and saved as
 ``<output_dir>/spm.model``. Evaluation: beam search (``generation_num_beams``) on the eval split, then
@@ -26,6 +28,12 @@ and lowercased: the SentencePiece-decoded hypothesis is then tokenized text too 
 input's spaces), and both sides are detokenized for sacreBLEU with sacremoses when it is installed, else a
 small rule-based detokenizer (recorded as ``detokenizer`` in ``results.json``). For raw data the order is
 reversed: sacreBLEU on the text as is, tokenized BLEU after sacremoses or sacreBLEU's 13a tokenizer.
+
+Writes into ``output_dir``: ``results.json`` (BLEU, samples and, for every γ, its role and the weight decay
+of the optimizer group that holds it), ``gamma_history.jsonl`` (mean ‖γ‖ per role, for ``hf-gammareg plot``)
+and ``spm.model``/``spm.vocab``. With ``--save_model true`` also the model, ``gammareg_config.json``,
+``gamma_report.json`` and a model card (``README.md``) with a "γ regularization" section. With
+``--push_to_hub true --hub_model_id NAMESPACE/NAME`` all of these are saved and uploaded to that repo.
 """
 
 from __future__ import annotations
@@ -37,12 +45,13 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+import datasets
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
 
-from recipe_utils import ListDataset, Stopwatch, gamma_record, load_hub_dataset, parse_args, read_lines, write_results
+from recipe_utils import Stopwatch, first_rows, gamma_record, load_data_file, parse_args, write_results
 from torch.utils.data import DataLoader
 from transformers import HfArgumentParser, MarianConfig, MarianMTModel, set_seed
 
@@ -81,7 +90,8 @@ class TranslationArguments:
     activation_dropout: float = field(default=0.0)
     max_position_embeddings: int = field(default=1024)
     results_file: str | None = field(default=None, metadata={"help": "Defaults to <output_dir>/results.json."})
-    save_model: bool = field(default=False)
+    save_model: bool = field(default=False, metadata={
+        "help": "Save the model, its γ config and report and a model card into output_dir."})
 
 
 def make_parser() -> HfArgumentParser:
@@ -89,25 +99,28 @@ def make_parser() -> HfArgumentParser:
 
 
 # -- data ---------------------------------------------------------------------------------------------
-def load_pairs(args: TranslationArguments, split: str) -> tuple[list[str], list[str]]:
+def load_pairs(args: TranslationArguments, split: str) -> datasets.Dataset:
+    """The split's sentence pairs as columns ``src`` and ``tgt``, in file order."""
+    hub_split = "train" if split == "train" else args.eval_split
     if args.train_src or args.eval_src:
-        src, tgt = (args.train_src, args.train_tgt) if split == "train" else (args.eval_src, args.eval_tgt)
-        src, tgt = read_lines(src), read_lines(tgt)
+        paths = (args.train_src, args.train_tgt) if split == "train" else (args.eval_src, args.eval_tgt)
     elif args.data_dir:
-        name = split if split == "train" else args.eval_split
-        src = read_lines(os.path.join(args.data_dir, f"{name}.{args.src_lang}"))
-        tgt = read_lines(os.path.join(args.data_dir, f"{name}.{args.tgt_lang}"))
+        paths = tuple(os.path.join(args.data_dir, f"{hub_split}.{lang}") for lang in (args.src_lang, args.tgt_lang))
     elif args.dataset_name:
-        rows = load_hub_dataset(args.dataset_name, args.dataset_config_name,
-                                "train" if split == "train" else args.eval_split)
-        src = [r["translation"][args.src_lang] for r in rows]
-        tgt = [r["translation"][args.tgt_lang] for r in rows]
+        data = datasets.load_dataset(args.dataset_name, args.dataset_config_name, split=hub_split)
+        data = data.map(lambda batch: {"src": [t[args.src_lang] for t in batch["translation"]],
+                                       "tgt": [t[args.tgt_lang] for t in batch["translation"]]},
+                        batched=True, remove_columns=data.column_names)
+        paths = None
     else:
         raise ValueError("give --data_dir, --train_src/--train_tgt/--eval_src/--eval_tgt or --dataset_name")
-    if len(src) != len(tgt):
-        raise ValueError(f"{split}: {len(src)} source lines but {len(tgt)} target lines")
-    limit = args.max_train_samples if split == "train" else args.max_eval_samples
-    return (src[:limit], tgt[:limit]) if limit else (src, tgt)
+    if paths is not None:
+        src, tgt = (load_data_file(path, builder="text") for path in paths)  # one row per line, column `text`
+        if len(src) != len(tgt):
+            raise ValueError(f"{split}: {len(src)} source lines but {len(tgt)} target lines")
+        data = datasets.concatenate_datasets([src.rename_column("text", "src"), tgt.rename_column("text", "tgt")],
+                                             axis=1)
+    return first_rows(data, args.max_train_samples if split == "train" else args.max_eval_samples)
 
 
 def train_sentencepiece(lines: list[str], prefix: str, args: TranslationArguments):
@@ -122,10 +135,13 @@ def train_sentencepiece(lines: list[str], prefix: str, args: TranslationArgument
     )
 
 
-def encode(sp, src: list[str], tgt: list[str], max_len: int) -> list[dict]:
-    src_ids, tgt_ids = sp.encode(src), sp.encode(tgt)
-    return [{"input_ids": s[: max_len - 1] + [EOS], "labels": t[: max_len - 1] + [EOS]}
-            for s, t in zip(src_ids, tgt_ids)]
+def encode(sp, pairs: datasets.Dataset, max_len: int) -> datasets.Dataset:
+    """SentencePiece ids + EOS for both sides (``input_ids``, ``labels``), truncated to ``max_len``."""
+    def pieces(batch):
+        return {"input_ids": [s[: max_len - 1] + [EOS] for s in sp.encode(batch["src"])],
+                "labels": [t[: max_len - 1] + [EOS] for t in sp.encode(batch["tgt"])]}
+
+    return pairs.map(pieces, batched=True, remove_columns=pairs.column_names)
 
 
 def collate(features: list[dict]) -> dict[str, torch.Tensor]:
@@ -192,7 +208,7 @@ class TokenBatchTrainer(GammaRegSeq2SeqTrainer):
 
     def get_train_dataloader(self) -> DataLoader:
         data = self.train_dataset
-        lengths = [max(len(r["input_ids"]), len(r["labels"])) for r in data.rows]
+        lengths = [max(len(s), len(t)) for s, t in zip(data["input_ids"], data["labels"])]
         sampler = TokenBatchSampler(lengths, self.max_tokens, self.args.seed)
         loader = DataLoader(data, batch_sampler=sampler, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
@@ -252,22 +268,25 @@ def main(argv: list[str] | None = None) -> int:
     args, training_args = parse_args(make_parser(), argv)
     training_args.predict_with_generate = True  # BLEU needs generations, not logits
     clock = Stopwatch()
-    train_src, train_tgt = load_pairs(args, "train")
-    eval_src, eval_tgt = load_pairs(args, "eval")
+    if training_args.disable_tqdm:
+        datasets.disable_progress_bars()
+    with training_args.main_process_first(desc="load data"):  # one process fills the datasets cache
+        train_pairs, eval_pairs = load_pairs(args, "train"), load_pairs(args, "eval")
 
     import sentencepiece as spm
 
     prefix = os.path.join(training_args.output_dir, "spm")
     with training_args.main_process_first(desc="SentencePiece"):  # one process trains, the others read
         if training_args.process_index == 0 or not os.path.exists(prefix + ".model"):
-            train_sentencepiece(train_src + train_tgt, prefix, args)
+            train_sentencepiece(list(train_pairs["src"]) + list(train_pairs["tgt"]), prefix, args)
     sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
 
-    train = ListDataset(encode(sp, train_src, train_tgt, args.max_source_length))
     # Sorting the eval set by length makes beam search pad less; corpus BLEU does not depend on the order.
-    order = sorted(range(len(eval_src)), key=lambda i: len(eval_src[i].split()))
-    eval_src, eval_tgt = [eval_src[i] for i in order], [eval_tgt[i] for i in order]
-    evaluation = ListDataset(encode(sp, eval_src, eval_tgt, args.max_source_length))
+    eval_src = list(eval_pairs["src"])
+    eval_pairs = eval_pairs.select(sorted(range(len(eval_src)), key=lambda i: len(eval_src[i].split())))
+    eval_tgt = list(eval_pairs["tgt"])
+    with training_args.main_process_first(desc="encode"):
+        train, evaluation = (encode(sp, pairs, args.max_source_length) for pairs in (train_pairs, eval_pairs))
 
     vocab = sp.get_piece_size()
     config = MarianConfig(
@@ -289,8 +308,6 @@ def main(argv: list[str] | None = None) -> int:
     pred = trainer.predict(evaluation, metric_key_prefix="eval")
     hyps = decode(sp, pred.predictions)
     scores = bleu_scores(hyps, eval_tgt, data_is_tokenized=args.data_is_tokenized, lang=args.tgt_lang)
-    if args.save_model:
-        trainer.save_model()
     gammas = gamma_record(trainer)
     print_ = trainer.accelerator.print
     print_(f"hf_gammareg: {gammas['summary']}")
@@ -304,6 +321,16 @@ def main(argv: list[str] | None = None) -> int:
         "bleu": scores, "paper": PAPER, "samples": [{"hyp": h, "ref": r} for h, r in zip(hyps[-3:], eval_tgt[-3:])],
         "gamma": gammas, "wall_s": clock.seconds(),
     })
+    card = {"tasks": "translation", "language": [args.src_lang, args.tgt_lang]}
+    if args.dataset_name:
+        card.update(dataset_tags=args.dataset_name, dataset=args.dataset_name)
+    if training_args.push_to_hub:
+        # Trainer.push_to_hub saves the model (with gammareg_config.json and gamma_report.json), writes the
+        # model card (with its γ section) and uploads output_dir: results.json and spm.model included.
+        trainer.push_to_hub(**card)
+    elif args.save_model:
+        trainer.save_model()
+        trainer.create_model_card(**card)
     return 0
 
 

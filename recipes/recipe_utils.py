@@ -1,14 +1,16 @@
-"""Shared plumbing for the recipes: YAML + CLI arguments, plain-Python data files, the γ record.
+"""Shared plumbing for the recipes: YAML + CLI arguments, data files through `datasets`, the γ record.
 
-Nothing here imports `datasets` or `evaluate`: local data and metrics must work on a machine that has
-neither and no network. The Hub loader imports `datasets` only when a recipe is asked for a Hub dataset.
+Local data files are read with `datasets.load_dataset("csv" | "json" | "text", data_files=...)`: it works
+offline, caches the parsed file as Arrow, and gives the same `Dataset` a Hub dataset gives, so one code
+path (`Dataset.select`, `Dataset.map`) serves both.
 """
 
 from __future__ import annotations
 
 import csv
-import math
+import difflib
 import json
+import math
 import os
 import sys
 import time
@@ -23,16 +25,27 @@ def parse_args(parser: HfArgumentParser, argv: Sequence[str] | None) -> tuple:
     """``recipe.py [config.yaml] [--flag value ...]``: YAML values become defaults, CLI flags override them.
 
     `HfArgumentParser.parse_yaml_file` alone cannot be overridden from the command line (trl's
-    `TrlParser` solves it the same way: the YAML sets argparse defaults).
+    `TrlParser` solves it the same way: the YAML sets argparse defaults). A key the recipe does not
+    know ends the run with exit status 2 and a message naming the key and the closest known one.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith((".yaml", ".yml")):
-        with open(argv.pop(0), encoding="utf-8") as f:
+        path = argv.pop(0)
+        with open(path, encoding="utf-8") as f:
             values = yaml.safe_load(f) or {}
-        actions = {a.dest: a for a in parser._actions}
-        unknown = sorted(set(values) - set(actions))
+        if not isinstance(values, dict):
+            parser.exit(2, f"{parser.prog}: error: {path}: expected `key: value` lines, "
+                           f"got a {type(values).__name__}\n")
+        actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+        unknown = [key for key in values if key not in actions]
         if unknown:
-            raise ValueError(f"unknown key(s) in the YAML config: {unknown}")
+            problems = []
+            for key in unknown:
+                close = difflib.get_close_matches(str(key), list(actions), n=1)
+                problems.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            # parser.exit, not parser.error: the usage line of a TrainingArguments parser runs to pages.
+            parser.exit(2, f"{parser.prog}: error: {path}: unknown key{'s' if len(unknown) > 1 else ''} "
+                           f"{', '.join(problems)} (--help lists the known ones)\n")
         for key in values:
             actions[key].required = False  # the YAML supplies it; a CLI flag may still override
         parser.set_defaults(**values)
@@ -40,54 +53,46 @@ def parse_args(parser: HfArgumentParser, argv: Sequence[str] | None) -> tuple:
 
 
 # -- data ---------------------------------------------------------------------------------------------
-class ListDataset(torch.utils.data.Dataset):
-    """A list of feature dicts; the Trainer needs nothing more."""
-
-    def __init__(self, rows: list[dict[str, Any]]):
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.rows[i]
+_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}
 
 
-def read_records(path: str) -> list[dict[str, Any]]:
-    """Rows of a TSV, CSV, JSON (a list of objects) or JSON Lines file, as dicts keyed by column.
+def load_data_file(path: str, *, columns: dict[str, str] | None = None, builder: str | None = None):
+    """One local file as a `datasets.Dataset` (split ``train`` of ``load_dataset(builder, data_files=path)``).
 
-    TSV is read with ``QUOTE_NONE``: GLUE's SST-2 sentences contain bare quote characters.
+    ``builder`` defaults from the extension: ``.csv``/``.tsv`` → ``csv``, ``.json``/``.jsonl`` (a list
+    of objects or JSON Lines) → ``json``, anything else → ``text`` (one row per line, column ``text``).
+    CSV/TSV fields stay the text they are, as the `csv` module reads them: no NaN for ``NA``, ``null``
+    or empty fields. TSV is read with ``QUOTE_NONE`` (GLUE's SST-2 sentences contain bare quotes).
+    ``columns`` (``{name: datasets dtype}``) keeps only those columns, with those types.
     """
+    import datasets
+
     ext = os.path.splitext(path)[1].lower()
-    with open(path, encoding="utf-8", newline="") as f:
+    builder = builder or _BUILDERS.get(ext, "text")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such data file: {path}")
+    features = datasets.Features({k: datasets.Value(v) for k, v in columns.items()}) if columns else None
+    kwargs: dict[str, Any] = {}
+    if builder == "csv":
+        kwargs = {"keep_default_na": False, "na_filter": False, "features": features,
+                  "usecols": list(columns) if columns else None}
         if ext == ".tsv":
-            return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-        if ext == ".csv":
-            return list(csv.DictReader(f))
-        if ext == ".jsonl":
-            return [json.loads(line) for line in f if line.strip()]
-        if ext == ".json":
-            text = f.read()
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError:  # JSON Lines saved as .json (what `datasets` writes)
-                return [json.loads(line) for line in text.splitlines() if line.strip()]
-            return data["data"] if isinstance(data, dict) and "data" in data else data
-    raise ValueError(f"{path}: expected a .tsv, .csv, .json or .jsonl file")
-
-
-def read_lines(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
-
-
-def load_hub_dataset(name: str, config: str | None, split: str):
-    """A Hub dataset split; `datasets` is imported here only, so local runs never need it."""
+            kwargs.update(delimiter="\t", quoting=csv.QUOTE_NONE)
     try:
-        import datasets
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("Hub datasets need `pip install datasets`; local files do not") from exc
-    return datasets.load_dataset(name, config, split=split)
+        data = datasets.load_dataset(builder, data_files=path, split="train", **kwargs)
+    except ValueError as exc:  # e.g. pandas: "Usecols do not match columns"
+        raise ValueError(f"{path}: cannot read it as {builder} with columns {list(columns or [])}: {exc}") from None
+    if columns and builder != "csv":
+        missing = [c for c in columns if c not in data.column_names]
+        if missing:
+            raise ValueError(f"{path}: no column(s) {missing}; it has {data.column_names}")
+        data = data.select_columns(list(columns)).cast(features)
+    return data
+
+
+def first_rows(data, limit: int | None):
+    """The first ``limit`` rows of a `Dataset` (all of them when ``limit`` is falsy), in order."""
+    return data.select(range(min(limit, len(data)))) if limit else data
 
 
 # -- the γ record ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""`hf-gammareg inspect` and `plot`, offline on embedded configs."""
+"""`hf-gammareg inspect` and `plot`: offline on embedded configs; Hub ids against the in-memory Hub (hub_mock)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,110 @@ def test_inspect_bad_policy_fails_clearly(capsys):
 def test_plot_missing_history_fails_clearly(tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 2
     assert "gamma_history.jsonl" in capsys.readouterr().err
+
+
+# -- inspect: the head, option order, width, the Hub -----------------------------------------------------
+@pytest.mark.parametrize(
+    "task,model_class,last_norm,role,n_gammas",
+    [
+        # DESIGN.md § Readings: the head is whatever the model outputs. Without --task, the config's
+        # `architectures` (BertForMaskedLM): the MLM head's transform.LayerNorm renormalizes the last norm.
+        (None, "BertForMaskedLM", "bert.encoder.layer.11.output.LayerNorm.weight", "invariant", 26),
+        ("masked-lm", "BertForMaskedLM", "bert.encoder.layer.11.output.LayerNorm.weight", "invariant", 26),
+        ("sequence-classification", "BertForSequenceClassification", "bert.encoder.layer.11.output.LayerNorm.weight",
+         "head", 25),
+        ("base", "BertModel", "encoder.layer.11.output.LayerNorm.weight", "head", 25),  # it is `last_hidden_state`
+    ],
+)
+def test_inspect_task_picks_the_head(capsys, task, model_class, last_norm, role, n_gammas):
+    argv = ["inspect", "bert-base-uncased", "--json"] + (["--task", task] if task else [])
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["model_class"] == model_class
+    assert len(data["roles"]) == n_gammas
+    assert data["roles"][last_norm] == role
+
+
+def test_inspect_task_the_model_lacks_fails_clearly(capsys):
+    assert main(["inspect", "gpt2", "--task", "seq2seq-lm"]) == 2
+    err = capsys.readouterr().err
+    assert "'gpt2' (GPT2Config) has no seq2seq-lm head" in err and "Traceback" not in err
+
+
+def test_inspect_options_in_any_order(capsys):
+    """`--include ln_f gpt2` must not swallow the model name; one regex per flag, flags repeatable."""
+    assert main(["inspect", "--include", "ln_f", "--exclude", r"h\.0\.", "--exclude", r"h\.1\.ln_2",
+                 "gpt2", "--json"]) == 0
+    decayed = set(json.loads(capsys.readouterr().out)["decayed"])
+    expected = {f"transformer.h.{i}.ln_{j}.weight" for i in range(12) for j in (1, 2)} | {"transformer.ln_f.weight"}
+    expected -= {"transformer.h.0.ln_1.weight", "transformer.h.0.ln_2.weight", "transformer.h.1.ln_2.weight"}
+    assert decayed == expected
+    assert main(["inspect", "--policy", "none", "gpt2", "--include", "ln_f"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].endswith("policy 'none' decays 1 (768 values)")
+
+
+def test_inspect_fits_a_narrow_terminal(capsys):
+    assert main(["inspect", "bert-base-uncased", "--width", "80"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert len(lines) < 90  # 26 γ: a row and at most two reason lines each, plus header and footer
+    rows = [line.split() for line in lines if line and not line.startswith((" ", "-", "(", "parameter"))]
+    names = {r[0] for r in rows if len(r) == 4}
+    # Whole names (only `.weight` dropped, as the footer says), never cut mid-word
+    assert "bert.encoder.layer.11.attention.output.LayerNorm" in names
+    assert "cls.predictions.transform.LayerNorm" in names and len(names) == 26
+    assert "names without `.weight`" in " ".join(lines[-3:])
+    assert main(["inspect", "bert-base-uncased", "--width", "80", "--wide"]) == 0
+    wide = capsys.readouterr().out.splitlines()
+    assert wide[2].split()[:4] == ["bert.embeddings.LayerNorm.weight", "LayerNorm", "stream", "no"]
+    assert max(map(len, wide)) > 200  # the reasons, whole
+
+
+def test_inspect_narrow_drops_the_shared_prefix(capsys):
+    assert main(["inspect", "gpt2", "--width", "72"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 72
+    assert lines[2].split() == ["h.0.ln_1", "LayerNorm", "branch", "yes"]
+    assert "names without the prefix `transformer.` and `.weight`" in " ".join(lines[-3:])
+
+
+def test_inspect_unreachable_hub_fails_fast(capsys, mock_hub):
+    """No network: one request, no retries (huggingface_hub's own backoff waits ~25 s), and the fix named."""
+    mock_hub.offline = True
+    assert main(["inspect", "someone/some-model"]) == 2
+    err = capsys.readouterr().err
+    assert len(mock_hub.requests) == 1 and mock_hub.requests[0].method == "HEAD"
+    assert "the Hub cannot be reached" in err and "HF_HUB_OFFLINE=1" in err
+
+
+def test_inspect_hub_repo_without_config(capsys, mock_hub):
+    assert main(["inspect", "someone/some-model"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load a config for 'someone/some-model'" in err and "the Hub has no config.json for it" in err
+
+
+def test_inspect_hub_config_is_downloaded(capsys, mock_hub, tmp_path, monkeypatch):
+    """Online, a Hub id's config.json is fetched (and nothing else: no weights)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    gpt2 = json.loads((Path(__file__).parents[1] / "hf_gammareg" / "configs" / "gpt2.json").read_text())
+    gpt2.pop("_comment", None)
+    mock_hub.repos["someone/tiny-gpt2"] = {"config.json": json.dumps({**gpt2, "n_layer": 2}).encode()}
+    assert main(["inspect", "someone/tiny-gpt2", "--json"]) == 0
+    roles = json.loads(capsys.readouterr().out)["roles"]
+    assert roles == {"transformer.h.0.ln_1.weight": "branch", "transformer.h.0.ln_2.weight": "branch",
+                     "transformer.h.1.ln_1.weight": "branch", "transformer.h.1.ln_2.weight": "branch",
+                     "transformer.ln_f.weight": "head"}
+    assert {r.url.path.rsplit("/", 1)[-1] for r in mock_hub.requests if "/resolve/" in r.url.path} == {"config.json"}
+
+
+def test_inspect_offline_and_not_cached_says_so(capsys):
+    assert main(["inspect", "someone/some-model"]) == 2  # the suite runs with HF_HUB_OFFLINE=1
+    assert "HF_HUB_OFFLINE is set and its config.json is not in the local Hub cache" in capsys.readouterr().err
+
+
+def test_inspect_invalid_repo_id(capsys):
+    assert main(["inspect", "./no such dir"]) == 2
+    assert "not a local model directory, and not a valid Hub repo id" in capsys.readouterr().err

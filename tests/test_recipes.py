@@ -199,3 +199,99 @@ def test_decode_stops_at_eos_and_drops_gather_padding():
 
     rows = np.array([[mt.PAD, 7, 8, mt.EOS, 9], [mt.PAD, 5, -100, -100, -100]])
     assert mt.decode(Pieces(), rows) == ["7 8", "5"]
+
+
+# -- what a run saves and pushes ---------------------------------------------------------------------------
+BERT_APPROXIMATE_ROLES = {BERT_EMB: "invariant", BERT_ATT0: "invariant", BERT_OUT0: "invariant",
+                          BERT_ATT1: "invariant", BERT_OUT1: "head"}  # DESIGN.md: BERT under `approximate`
+CARD_LINE = "policy `guidelines`, invariance `approximate`, decoupled weight decay 0.05 on 4 of 5 normalization scales"
+
+
+def test_sst2_push_to_hub_uploads_config_report_and_card(sst2, tmp_path, mock_hub):
+    out = tmp_path / "run"
+    argv = [str(sst2 / "sst2.yaml"), "--output_dir", str(out), "--gamma_policy", "guidelines",
+            "--gamma_invariance", "approximate", "--push_to_hub", "true", "--hub_model_id", "someone/tiny-sst2",
+            "--hub_token", "hf_fake"]
+    assert load("sst2_bert").main(argv) == 0
+    assert len(mock_hub.commits) == 1 and mock_hub.commits[0]["repo_id"] == "someone/tiny-sst2"
+    files = mock_hub.last_files()
+    assert {"model.safetensors", "config.json", "tokenizer.json", "gammareg_config.json", "gamma_report.json",
+            "README.md", "results.json", "gamma_history.jsonl"} <= set(files)
+    assert json.loads(files["gammareg_config.json"]) == {
+        "policy": "guidelines", "gamma_weight_decay": None, "invariance": "approximate", "include": [],
+        "exclude": [], "regularization": "decoupled"}
+    report = json.loads(files["gamma_report.json"])
+    assert report["roles"] == BERT_APPROXIMATE_ROLES and report["invariance"] == "approximate"
+    card = files["README.md"].decode()
+    assert "## γ regularization" in card and CARD_LINE in card
+    assert "| invariant | 4 | 128 | 4 |" in card and "| head | 1 | 32 | 0 |" in card  # hidden size 32
+    assert json.loads(files["results.json"])["gamma"]["n_decayed"] == 4
+    # What was uploaded is what the run saved locally.
+    assert (out / "gammareg_config.json").read_bytes() == files["gammareg_config.json"]
+
+
+def test_save_model_writes_the_card(parallel, tmp_path):
+    out = tmp_path / "run"
+    argv = tiny_mt_argv(parallel, out, "all") + ["--save_model", "true"]
+    assert load("iwslt14_transformer").main(argv) == 0
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "## γ regularization" in card
+    assert "policy `all`, invariance `exact`, decoupled weight decay 0.05 on 5 of 5 normalization scales" in card
+    assert json.loads((out / "gammareg_config.json").read_text())["policy"] == "all"
+    assert set(json.loads((out / "gamma_report.json").read_text())["roles"]) == MARIAN_GAMMAS
+
+
+def test_yaml_typo_names_the_key_and_the_closest(sst2, tmp_path, capsys):
+    config = tmp_path / "typo.yaml"
+    config.write_text((sst2 / "sst2.yaml").read_text() + "lerning_rate: 0.1\ngamma_polcy: all\nfoo_bar_baz: 1\n")
+    with pytest.raises(SystemExit) as exc:
+        load("sst2_bert").main([str(config), "--output_dir", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert ("unknown keys 'lerning_rate' (did you mean 'learning_rate'?), 'gamma_polcy' (did you mean "
+            "'gamma_policy'?), 'foo_bar_baz' (--help lists the known ones)") in err
+    assert str(config) in err and "Traceback" not in err
+
+
+# -- data through `datasets` -------------------------------------------------------------------------------
+def test_local_files_read_as_the_csv_module_reads_them(tmp_path):
+    """TSV with bare quotes, and fields pandas would turn into NaN or numbers, come back as written."""
+    utils = load("recipe_utils")
+    (tmp_path / "d.tsv").write_text('sentence\tlabel\nthe "good" movie\t1\nNA\t0\nnull\t1\n2\t0\n it \'s ok \t1\n',
+                                    encoding="utf-8")
+    data = utils.load_data_file(str(tmp_path / "d.tsv"), columns={"sentence": "string", "label": "int64"})
+    assert data.to_list() == [{"sentence": 'the "good" movie', "label": 1}, {"sentence": "NA", "label": 0},
+                              {"sentence": "null", "label": 1}, {"sentence": "2", "label": 0},
+                              {"sentence": " it 's ok ", "label": 1}]
+    (tmp_path / "d.jsonl").write_text('{"label": 1, "sentence": "a", "idx": 0}\n'
+                                      '{"label": 0, "sentence": "b", "idx": 1}\n')
+    data = utils.load_data_file(str(tmp_path / "d.jsonl"), columns={"sentence": "string", "label": "int64"})
+    assert data.to_list() == [{"sentence": "a", "label": 1}, {"sentence": "b", "label": 0}]
+    # Text: one row per line, split on newlines only (\r\n too), like iterating over a file.
+    (tmp_path / "d.de").write_bytes("ein mann .\r\nzwei\u2028hunde\n\nende".encode())
+    assert utils.load_data_file(str(tmp_path / "d.de"))["text"] == ["ein mann .", "zwei\u2028hunde", "", "ende"]
+    with pytest.raises(ValueError, match="no column"):
+        utils.load_data_file(str(tmp_path / "d.jsonl"), columns={"text": "string"})
+
+
+def test_sst2_rows_keep_file_order_and_limit(sst2):
+    sst2_bert = load("sst2_bert")
+    args = sst2_bert.SST2Arguments(train_file=str(sst2 / "train.tsv"), validation_file=str(sst2 / "validation.tsv"),
+                                   max_train_samples=5)
+    assert sst2_bert.load_split(args, "train").to_list() == [
+        {"sentence": "a good movie", "label": 1}, {"sentence": "the bad film", "label": 0},
+        {"sentence": "a great film", "label": 1}, {"sentence": "dull", "label": 0},
+        {"sentence": 'the "good" movie', "label": 1}]
+    assert len(sst2_bert.load_split(args, "validation")) == 4
+
+
+def test_translation_pairs_from_a_data_dir(parallel, tmp_path):
+    mt = load("iwslt14_transformer")
+    pairs = mt.load_pairs(mt.TranslationArguments(data_dir=str(parallel), max_eval_samples=3), "eval")
+    assert pairs.to_list() == [{"src": "ein mann fährt rad .", "tgt": "a man rides a bike ."},
+                               {"src": "eine frau liest ein buch .", "tgt": "a woman reads a book ."},
+                               {"src": "zwei hunde spielen im schnee .", "tgt": "two dogs play in the snow ."}]
+    (tmp_path / "valid.de").write_text("eins\nzwei\n", encoding="utf-8")
+    (tmp_path / "valid.en").write_text("one\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="2 source lines but 1 target lines"):
+        mt.load_pairs(mt.TranslationArguments(data_dir=str(tmp_path), eval_split="valid"), "eval")
