@@ -202,10 +202,10 @@ def model_card_section(report: GammaReport, policy: str, decayed: set[str], coef
         "| role | γ | values | decayed |",
         "|---|---|---|---|",
     ]
-    for role in list(ROLES) + ["unused"]:
+    for role in list(ROLES) + ["untracked", "unused"]:
         if role not in counts:
             continue
-        names = [n for n in report.gammas if report.roles.get(n, "unused") == role]
+        names = [n for n in report.gammas if report.role_of(n) == role]
         n_decayed = sum(1 for n in names if n in decayed)
         lines.append(f"| {role} | {counts[role][0]} | {counts[role][1]:,} | {n_decayed} |")
     lines += ["", f"Per-γ roles and reasons: `{REPORT_NAME}`; settings: `gammareg_config.json`.", ""]

@@ -157,7 +157,7 @@ def format_table(report, policy: str, *, include=(), exclude=(), width: int | No
     gammas = report.gammas
     prefix = _common_prefix(gammas)
     names = [n[len(prefix):].removesuffix(".weight") for n in gammas]
-    rows = [(short, report.norm_types.get(n, "?"), report.roles.get(n, "unused"), "yes" if n in decayed else "no")
+    rows = [(short, report.norm_types.get(n, "?"), report.role_of(n), "yes" if n in decayed else "no")
             for n, short in zip(gammas, names)]
     header = ("parameter", "norm", "role", "decay")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
