@@ -43,6 +43,7 @@ import math
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 
 import datasets
@@ -51,7 +52,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
 
-from recipe_utils import Stopwatch, first_rows, gamma_record, load_data_file, parse_args, write_results
+from recipe_utils import (Stopwatch, ThroughputCallback, first_rows, gamma_record, gamma_rms_by_role, load_data_file,
+                          parse_args, write_results)
 from torch.utils.data import DataLoader
 from transformers import HfArgumentParser, MarianConfig, MarianMTModel, set_seed
 
@@ -89,6 +91,7 @@ class TranslationArguments:
     attention_dropout: float = field(default=0.0)
     activation_dropout: float = field(default=0.0)
     max_position_embeddings: int = field(default=1024)
+    torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads; default: torch's."})
     results_file: str | None = field(default=None, metadata={"help": "Defaults to <output_dir>/results.json."})
     save_model: bool = field(default=False, metadata={
         "help": "Save the model, its γ config and report and a model card into output_dir."})
@@ -267,6 +270,8 @@ def decode(sp, rows: np.ndarray) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args, training_args = parse_args(make_parser(), argv)
     training_args.predict_with_generate = True  # BLEU needs generations, not logits
+    if args.torch_num_threads:
+        torch.set_num_threads(args.torch_num_threads)
     clock = Stopwatch()
     if training_args.disable_tqdm:
         datasets.disable_progress_bars()
@@ -302,15 +307,27 @@ def main(argv: list[str] | None = None) -> int:
     set_seed(training_args.seed)  # the Trainer seeds only after this initialization
     model = MarianMTModel(config)
     # IWSLT14: ~160k pairs, ~25 pieces per side -> ~150 pairs per 4,096-token batch -> ~1,100 steps per epoch.
+    lengths = [len(r["input_ids"]) + len(r["labels"]) for r in train]
+    steps_per_epoch = len(TokenBatchSampler([max(len(r["input_ids"]), len(r["labels"])) for r in train],
+                                            args.max_tokens, training_args.seed))
+    tokens_per_step = sum(lengths) / steps_per_epoch  # source + target tokens, padding not counted
     trainer = TokenBatchTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
-                                data_collator=collate, max_tokens=args.max_tokens)
+                                data_collator=collate, max_tokens=args.max_tokens,
+                                callbacks=[ThroughputCallback(round(tokens_per_step * max(1, training_args.world_size)),
+                                                              unit="tokens")])
+    train_start = time.perf_counter()
     train_out = trainer.train()
+    train_seconds = time.perf_counter() - train_start
+    tokens_per_s = trainer.state.global_step * tokens_per_step * max(1, training_args.world_size) / train_seconds
+    rms = gamma_rms_by_role(trainer.model, trainer.gamma_report)
     pred = trainer.predict(evaluation, metric_key_prefix="eval")
     hyps = decode(sp, pred.predictions)
     scores = bleu_scores(hyps, eval_tgt, data_is_tokenized=args.data_is_tokenized, lang=args.tgt_lang)
     gammas = gamma_record(trainer)
     print_ = trainer.accelerator.print
     print_(f"hf_gammareg: {gammas['summary']}")
+    print_(f"{trainer.state.global_step} steps at {tokens_per_s:,.0f} tokens/s (source + target, no padding); "
+           "γ RMS by role at the end: " + ", ".join(f"{role} {v:.3f}" for role, v in rms.items()))
     print_(f"{len(hyps)} sentences, beam {training_args.generation_num_beams}: sacreBLEU {scores['sacrebleu']} "
            f"({scores['sacrebleu_signature']}), tokenized BLEU {scores['tok_bleu']} (paper: {PAPER['tok_bleu']})")
     write_results(trainer, args.results_file or os.path.join(training_args.output_dir, "results.json"), {
@@ -319,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         "train_loss": train_out.training_loss, "eval_loss": pred.metrics.get("eval_loss", math.nan),
         "metrics": {"sacrebleu": scores["sacrebleu"], "tok_bleu": scores["tok_bleu"]}, "primary_metric": "tok_bleu",
         "bleu": scores, "paper": PAPER, "samples": [{"hyp": h, "ref": r} for h, r in zip(hyps[-3:], eval_tgt[-3:])],
+        "tokens_per_s": round(tokens_per_s, 1), "threads": torch.get_num_threads(),
+        "table_columns": {"tokens_per_s": round(tokens_per_s, 1), **{f"gamma_rms_{r}": v for r, v in rms.items()}},
         "gamma": gammas, "wall_s": clock.seconds(),
     })
     card = {"tasks": "translation", "language": [args.src_lang, args.tgt_lang]}

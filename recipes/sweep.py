@@ -65,6 +65,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs_dir", default=None, help="run output dirs; defaults to runs/sweeps/<name>")
     p.add_argument("--launcher", default="python",
                    help="'python' (a fresh interpreter per run), 'in-process' (tests) or e.g. 'accelerate launch'")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="run this many runs side by side (each a process; e.g. several small runs on one GPU)")
     p.add_argument("--baseline", default=None, help="label of the entry the others are compared with (paired by seed)")
     p.add_argument("--plot", action="store_true", help="also draw <name>.png (needs matplotlib)")
     p.add_argument("--title", default=None, help="title of the Markdown table and the chart")
@@ -304,6 +306,25 @@ def _is_extra(key: str, rows: list[dict]) -> bool:
     return key.startswith(("gamma_rms_", "decayed_", "data_share", "threads")) or key.endswith("_per_s")
 
 
+def _reap(jobs: list, record, block: bool) -> list:
+    """Wait for one of the side-by-side runs to end (if ``block``), record the finished ones, return the rest."""
+    while True:
+        left = []
+        for job in jobs:
+            proc, log, entry, seed, result, start = job
+            if proc.poll() is None:
+                left.append(job)
+                continue
+            log.close()
+            if proc.returncode != 0:
+                raise SystemExit(f"[sweep] {entry.label} seed {seed} failed (exit {proc.returncode}); see {log.name}")
+            print(f"[sweep] {entry.label} seed {seed} done in {time.perf_counter() - start:.0f} s", flush=True)
+            record(entry, seed, result)
+        if len(left) < len(jobs) or not block:
+            return left
+        time.sleep(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
@@ -344,21 +365,39 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(e, s) for s in args.seeds for e in entries if (e.label, e.text, s) not in done]
     print(f"[sweep] {len(todo)} run(s) to do, {len(args.seeds) * len(entries) - len(todo)} already in {csv_path}",
           flush=True)
+    def record(entry, seed, result):
+        nonlocal comments
+        with open(result, encoding="utf-8") as f:
+            append_row(csv_path, record_row(entry, seed, json.load(f)), comments)
+        comments = []  # provenance once per sweep invocation
+        render_all()
+
+    jobs = []
     for k, (entry, seed) in enumerate(todo, 1):
         out = os.path.join(runs_dir, slug(entry.label, seed))
         result = os.path.join(out, "results.json")
-        if not (args.skip_existing and os.path.exists(result)):
-            run_argv = ([args.config] if args.config else []) + extra + entry.run_flags() + [
-                "--seed", str(seed), "--output_dir", out, "--results_file", result]
-            print(f"[sweep] {k}/{len(todo)}: {entry.label} seed {seed} -> {out}", flush=True)
+        if args.skip_existing and os.path.exists(result):
+            record(entry, seed, result)
+            continue
+        run_argv = ([args.config] if args.config else []) + extra + entry.run_flags() + [
+            "--seed", str(seed), "--output_dir", out, "--results_file", result]
+        print(f"[sweep] {k}/{len(todo)}: {entry.label} seed {seed} -> {out}", flush=True)
+        if args.parallel <= 1 or args.launcher == "in-process":
             start = time.perf_counter()
             run_one(args.recipe, args.launcher, run_argv)
             print(f"[sweep] {entry.label} seed {seed} done in {time.perf_counter() - start:.0f} s", flush=True)
-        with open(result, encoding="utf-8") as f:
-            record = json.load(f)
-        append_row(csv_path, record_row(entry, seed, record), comments)
-        comments = []  # provenance once per sweep invocation
-        render_all()
+            record(entry, seed, result)
+            continue
+        # Side by side (several small runs on one GPU): start up to --parallel, record each as it finishes.
+        while len(jobs) >= args.parallel:
+            jobs = _reap(jobs, record, block=True)
+        os.makedirs(out, exist_ok=True)
+        log = open(os.path.join(out, "run.log"), "w", encoding="utf-8")
+        prefix = [sys.executable] if args.launcher == "python" else shlex.split(args.launcher)
+        proc = subprocess.Popen(prefix + [args.recipe] + run_argv, stdout=log, stderr=subprocess.STDOUT)
+        jobs.append((proc, log, entry, seed, result, time.perf_counter()))
+    while jobs:
+        jobs = _reap(jobs, record, block=True)
     render_all()
     print(f"[sweep] {csv_path} and {md_path} are up to date")
     return 0

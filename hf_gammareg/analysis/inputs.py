@@ -115,8 +115,9 @@ class _Builder:
     def image(self):
         h, w = _image_hw(self.config)
         frames = _find(self.config, "num_frames", "frames_per_clip")
-        if frames is not None and self.model.main_input_name == "pixel_values":  # video classifiers: (B, T, C, H, W)
-            return [self.zeros(_BATCH, frames, self.channels(), h, w), self.zeros(_BATCH, self.channels(), frames, h, w)]
+        if frames is not None:  # video models (VideoMAE, ViViT, X-CLIP…): (B, T, C, H, W), or (B, C, T, H, W)
+            return [self.zeros(_BATCH, frames, self.channels(), h, w), self.zeros(_BATCH, self.channels(), frames, h, w),
+                    self.zeros(_BATCH, self.channels(), h, w)]
         return [self.zeros(_BATCH, self.channels(), h, w)]
 
     def video(self):
@@ -125,8 +126,8 @@ class _Builder:
         return [self.zeros(_BATCH, frames, self.channels(), h, w), self.zeros(_BATCH, self.channels(), frames, h, w)]
 
     def spectrogram(self):
-        mel = _find(self.config, "num_mel_bins", "feature_size", "input_feat_per_channel", "n_mels", "num_mels",
-                    "input_feature_size", default=80)
+        mel = _find(self.config, "feature_projection_input_dim", "num_mel_bins", "feature_size",
+                    "input_feat_per_channel", "n_mels", "num_mels", "input_feature_size", default=80)
         frames = _find(self.config, "max_source_positions", default=None)
         frames = 2 * frames if frames else 400  # Whisper-style encoders need exactly 2 × their positions
         channels = _find(self.config, "input_channels", default=1)
@@ -134,7 +135,7 @@ class _Builder:
         return [self.zeros(_BATCH, mel, frames), self.zeros(_BATCH, frames, mel_total), self.zeros(_BATCH, 400, mel)]
 
     def waveform(self):
-        out = [self.zeros(_BATCH, 16_000)]
+        out = [self.zeros(_BATCH, 16_000), self.zeros(_BATCH, 1, 16_000)]  # mono waveform, with or without a channel axis
         length, mel = _find(self.config, "max_length"), _find(self.config, "num_mel_bins")
         if length and mel:  # spectrogram transformers name their (frames, mel) input `input_values` too
             out.insert(0, self.zeros(_BATCH, length, mel))
@@ -179,6 +180,8 @@ class _Builder:
             return self.series()
         if name in ("past_observed_mask",):
             return [torch.ones(*s.shape, dtype=torch.bool, device=self.device) for s in self.series()]
+        if name.endswith("_mask") and name not in ("attention_mask", "decoder_attention_mask"):
+            return [torch.ones(_BATCH, n, dtype=torch.long, device=self.device) for n in (_SEQ, 16, 60, 400)]
         if name == "bbox":
             return [torch.zeros(_BATCH, _SEQ, 4, dtype=torch.long, device=self.device)]
         return []
@@ -221,13 +224,13 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
         options[name] = built
     extras = {n: b.build(n) for n in _MODAL_EXTRAS if n not in options and n in params}
     use_cache = {"use_cache": False} if "use_cache" in params else {}  # caches are outputs that are not the loss
-    for width in range(max((len(v) for v in options.values()), default=1)):
+    for width in range(max([len(v) for v in options.values()] + [len(v) for v in extras.values()] + [1])):
         batch = {n: v[min(width, len(v) - 1)] for n, v in options.items()}
         if not batch:
             break
         # With the other modality's input first: dual encoders (CLIP, SigLIP…) need both towers' inputs, and
         # a multimodal model run on both shows the roles of both towers. Then the main input(s) alone.
-        extra = {n: v[0] for n, v in extras.items() if v}
+        extra = {n: v[min(width, len(v) - 1)] for n, v in extras.items() if v}
         if extra:
             yield {**batch, **extra, **use_cache}
         yield {**batch, **use_cache}

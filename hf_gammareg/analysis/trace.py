@@ -25,23 +25,43 @@ def _call(model: nn.Module, inputs):
 
 
 def _output_tensor(output) -> tuple[str, torch.Tensor]:
-    """The tensor that stands for "the loss": ``loss`` if computed, else the first output."""
+    """The tensor that stands for "the loss": ``loss`` if computed, else the first output tensor, looking
+    into nested tuples (a backbone's ``feature_maps``) when the top level holds none."""
     if isinstance(output, torch.Tensor):
         return "output", output
-    if isinstance(output, Mapping):
-        if isinstance(output.get("loss"), torch.Tensor):
-            return "loss", output["loss"]
-        for key, value in output.items():
-            if isinstance(value, torch.Tensor):
-                return key, value
-    if isinstance(output, (list, tuple)):
-        for value in output:
-            if isinstance(value, torch.Tensor):
-                return "output[0]", value
+    if isinstance(output, Mapping) and isinstance(output.get("loss"), torch.Tensor):
+        return "loss", output["loss"]
+    found = _first_tensor(output, "output" if not isinstance(output, Mapping) else "")
+    if found is not None:
+        return found
     raise GammaAnalysisError(
         f"the model's forward returned {type(output).__name__} with no tensor in it; pass inputs whose "
         "output is a tensor, a tuple starting with one, or a ModelOutput"
     )
+
+
+def _first_tensor(obj, path: str, depth: int = 3):
+    if isinstance(obj, torch.Tensor):
+        return path or "output", obj
+    if depth == 0:
+        return None
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            if isinstance(value, torch.Tensor):
+                return (f"{path}.{key}" if path else str(key)), value
+        items = [(f"{path}.{k}" if path else str(k), v) for k, v in obj.items()]
+    elif isinstance(obj, (list, tuple)):
+        for k, value in enumerate(obj):
+            if isinstance(value, torch.Tensor):
+                return f"{path}[{k}]", value
+        items = [(f"{path}[{k}]", v) for k, v in enumerate(obj)]
+    else:
+        return None
+    for sub_path, value in items:
+        found = _first_tensor(value, sub_path, depth - 1)
+        if found is not None:
+            return found
+    return None
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
@@ -244,6 +264,17 @@ class _MetaForward(TorchDispatchMode):
         known = self._with_values(func, args, kwargs)
         if known is not None:
             return known
+        if func in _REPEAT_INTERLEAVE and kwargs.get("output_size") is None:
+            repeats = args[1] if func is _aten.repeat_interleave.self_Tensor else args[0]
+            if _is_meta(repeats) and repeats in self.values:  # the output size is the sum of known repeats
+                value = self.values[repeats]
+                if func is _aten.repeat_interleave.self_Tensor and value.numel() == 1 and _is_meta(args[0]):
+                    dim = args[2] if len(args) > 2 else kwargs.get("dim")
+                    base = args[0].numel() if dim is None else args[0].shape[dim]
+                    size = int(value.item()) * base
+                else:
+                    size = int(value.sum())
+                return func(*args, **{**kwargs, "output_size": size})
         return func(*args, **kwargs)
 
     def _with_values(self, func, args, kwargs):
@@ -307,6 +338,7 @@ def _is_meta_device(device) -> bool:
     return device is not None and torch.device(device).type == "meta"
 
 
+_REPEAT_INTERLEAVE = {_aten.repeat_interleave.Tensor, _aten.repeat_interleave.self_Tensor}
 _FACTORIES = {_aten.arange.default, _aten.arange.start, _aten.arange.start_step, _aten.zeros.default,
               _aten.ones.default, _aten.full.default, _aten.scalar_tensor.default}
 
