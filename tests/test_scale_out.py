@@ -232,6 +232,11 @@ def test_peft_lora_frozen_base_and_modules_to_save(tmp_path):
     assert decay[f"{base}ln_f.{saved}"] == 0.0
     assert trainer.gamma_plan.decayed == {f"{base}h.0.ln_1.{saved}", f"{base}h.1.ln_1.{saved}"}
     assert f"{base}h.1.ln_2.weight" in trainer.gamma_plan.frozen
+    # outside the Trainer, param_groups gives the PEFT model the very same groups
+    from hf_gammareg import param_groups
+
+    ours = [(g["weight_decay"], [id(p) for p in g["params"]]) for g in param_groups(model, 0.05)]
+    assert ours == [(g["weight_decay"], [id(p) for p in g["params"]]) for g in trainer.optimizer.param_groups]
 
 
 def _tokens():
