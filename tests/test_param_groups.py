@@ -294,3 +294,34 @@ def _tokens():
     from test_scale_out import _tokens
 
     return _tokens()
+
+
+# -- FSDP2 (fully_shard), two processes ---------------------------------------------------------------------------
+@pytest.mark.multiprocess
+def test_fsdp2_fully_shard_two_processes(tmp_path):
+    import sys
+
+    from test_scale_out import SCRIPTS, _free_port, _launch
+
+    r0, r1 = _launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                      "--master_port", str(_free_port()), str(SCRIPTS / "fsdp2_train.py")], tmp_path)
+    assert (r0["world_size"], r1["world_size"]) == (2, 2)
+    assert "classify it before sharding and pass the report" in r0["refused_without_report"]
+    # both ranks hold the same groups: HF's rule for the rest, the branch γ in a group of their own
+    assert r0["groups"] == r1["groups"]
+    matrices = {f"transformer.h.{i}.{m}.weight" for i in (0, 1)
+                for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+    assert [g[0] for g in r0["groups"]] == [0.05, 0.0, 0.2]
+    assert set(r0["groups"][0][1]) == matrices | {"transformer.wte.weight", "transformer.wpe.weight"}
+    assert set(r0["groups"][2][1]) == GPT2_LN and GPT2_HEAD in r0["groups"][1][1]
+    assert r0["gamma_types"] == ["DTensor"]  # the optimizer holds the shards
+    # the logged γ norms are the global ones, equal to the unsharded model's after the same steps ...
+    for r in (r0, r1):
+        assert set(r["stats"]) == {"branch", "head"}
+        for role, s in r["stats"].items():
+            for key in ("norm", "abs_mean"):
+                assert s[key] == pytest.approx(r["reference_stats"][role][key], rel=1e-5)
+    # ... where a rank's own shard would have logged about 1/√2 of ln_f's norm
+    assert abs(r0["ln_f_local_norm"] - r0["stats"]["head"]["norm"]) > 1.0
+    # coupled L2 through l2_penalty on shards: the same γ as the unsharded run; the penalty moved them
+    assert max(r0["l2_max_diff"].values()) < 1e-5 and min(r0["l2_moved"].values()) > 0.05
