@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(layout != layouts[0] for layout in layouts):
         raise RuntimeError("the processes built different optimizer groups; the γ split must be the same everywhere")
     if accelerator.is_main_process:
-        accelerator.print(f"hf_gammareg: {plan.to_table(inner, optimizer)}")
+        # arg_prefix: the hints name this script's flags (--gamma_invariance, not param_groups' invariance=)
+        accelerator.print(f"hf_gammareg: {plan.to_table(inner, optimizer, arg_prefix='gamma_')}")
     accelerator.print(f"{len(train)} sentences, {accelerator.num_processes} process(es) x batch "
                       f"{targs.per_device_train_batch_size} x accumulation {targs.gradient_accumulation_steps}: "
                       f"{max_steps} optimizer steps over {epochs} epoch(s)")
