@@ -1,8 +1,9 @@
 """hf_gammareg: decide, γ by γ, which normalization scales get weight decay (Kim et al., arXiv:2205.07260).
 
-The analysis (`classify_gammas`, `GammaReport`) and the policies load fast; the Trainer-side names
-(`GammaRegTrainer`, the TrainingArguments subclasses, `GammaNormCallback`) import `transformers.Trainer`
-and are loaded on first use, so `hf-gammareg inspect` starts in the time torch takes to import.
+The analysis (`classify_gammas`, `GammaReport`) and the policies load fast; the rest is loaded on first
+use, so `hf-gammareg inspect` starts in the time torch takes to import: `param_groups` (and `decay_plan`,
+`l2_penalty`) for any `torch.optim` optimizer and training loop, and the Trainer-side names
+(`GammaRegTrainer`, the TrainingArguments subclasses, `GammaNormCallback`), which import `transformers.Trainer`.
 """
 
 import importlib
@@ -22,10 +23,14 @@ _LAZY = {
     "GammaRegSeq2SeqTrainingArguments": "config",
     "GammaRegTrainer": "trainer",
     "GammaRegSeq2SeqTrainer": "trainer",
-    "GammaDecayPlan": "trainer",
-    "gamma_decay_plan": "trainer",
-    "unwrap_model": "trainer",
+    "param_groups": "_param_groups",
+    "decay_plan": "_param_groups",
+    "l2_penalty": "_param_groups",
+    "GammaDecayPlan": "_param_groups",
+    "gamma_decay_plan": "_param_groups",
+    "unwrap_model": "_param_groups",
     "GammaNormCallback": "callbacks",
+    "gamma_norm_stats": "callbacks",
     "plot_history": "callbacks",
 }
 

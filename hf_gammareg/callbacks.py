@@ -10,6 +10,7 @@ from typing import Iterable
 import torch
 from transformers import TrainerCallback
 
+from ._param_groups import is_dtensor
 from .report import GammaReport
 from .roles import ROLES
 
@@ -17,17 +18,29 @@ HISTORY_NAME = "gamma_history.jsonl"
 REPORT_NAME = "gamma_report.json"
 
 
-def gamma_norm_stats(model: torch.nn.Module, names_by_role: dict[str, list[str]]) -> dict[str, dict[str, float]]:
-    """``{role: {"norm": mean ‖γ‖₂, "abs_mean": mean |γ|, "count": n}}`` over the γ of each role."""
+def gamma_norm_stats(model: torch.nn.Module, names_by_role: dict[str, list[str]] | GammaReport) -> dict[str, dict[str, float]]:
+    """``{role: {"norm": mean ‖γ‖₂, "abs_mean": mean |γ|, "count": n}}`` over the γ of each role.
+
+    ``names_by_role`` is ``{role: [parameter names in model]}`` or a `GammaReport` of ``model``. A γ that is a
+    `DTensor` (FSDP2 ``fully_shard``, tensor parallelism) holds one shard per rank: it is gathered with
+    ``full_tensor()`` so the statistics are the global ones, the same on every rank — which makes this a
+    collective under FSDP2: every rank must call it (the Trainer's callbacks run on every rank).
+    """
+    if isinstance(names_by_role, GammaReport):
+        by_role: dict[str, list[str]] = defaultdict(list)
+        for name, role in names_by_role.roles.items():
+            by_role[role].append(name)
+        names_by_role = dict(by_role)
     params = dict(model.named_parameters())
     stats = {}
     with torch.no_grad():
         for role, names in names_by_role.items():
-            tensors = [params[n] for n in names if n in params]
+            tensors = [params[n].detach() for n in names if n in params]
             if not tensors:
                 continue
-            norms = [t.detach().float().norm().item() for t in tensors]
-            abs_sum = sum(t.detach().float().abs().sum().item() for t in tensors)
+            tensors = [t.full_tensor() if is_dtensor(t) else t for t in tensors]
+            norms = [t.float().norm().item() for t in tensors]
+            abs_sum = sum(t.float().abs().sum().item() for t in tensors)
             numel = sum(t.numel() for t in tensors)
             stats[role] = {"norm": sum(norms) / len(norms), "abs_mean": abs_sum / numel, "count": len(tensors)}
     return stats

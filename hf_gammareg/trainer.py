@@ -1,19 +1,28 @@
 """`GammaRegTrainer` and `GammaRegSeq2SeqTrainer`: HF Trainers whose γ weight decay follows a policy.
 
 The override is thin: `get_decay_parameter_names` asks :func:`gamma_decay_plan` (a pure function of
-the model, its `GammaReport` and the config) which γ to decay; everything else is HF's own logic.
+the model, its `GammaReport` and the config, shared with :func:`hf_gammareg.param_groups`) which
+parameters to decay, and `create_optimizer` gives the optimizer that plan's parameter groups;
+everything else is HF's own logic.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+import weakref
 
 import torch
 from torch import nn
-from transformers import Seq2SeqTrainer, Trainer
+from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 
+from ._param_groups import (  # noqa: F401  (GammaDecayPlan, parameter_name_map: importable from here too)
+    GammaDecayPlan,
+    gamma_decay_plan,
+    l2_penalty,
+    parameter_name_map,
+    unwrap_model,
+)
 from .analysis import classify_gammas
 from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
 from .config import (
@@ -26,112 +35,6 @@ from .config import (
 from .report import GammaReport
 
 logger = logging.getLogger(__name__)
-
-# Wrappers that add a prefix to parameter names: torch.compile (`_orig_mod.`), DDP/DataParallel
-# (`module.`), FSDP1 (`_fsdp_wrapped_module.`). Roles are computed on the unwrapped model and the
-# names mapped back.
-_WRAPPER_ATTRS = ("_orig_mod", "module", "_fsdp_wrapped_module")
-# Segments that wrappers insert *inside* names, at any depth: FSDP1 wraps each auto-wrapped layer
-# (`layer.0._fsdp_wrapped_module.attention…`), activation checkpointing wraps blocks
-# (`_checkpoint_wrapped_module`), and a compiled submodule keeps `_orig_mod`.
-_INNER_WRAPPER_SEGMENTS = frozenset(("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod"))
-
-
-def unwrap_model(model: nn.Module) -> tuple[nn.Module, str]:
-    """Strip torch.compile/DDP/FSDP wrappers; returns ``(inner model, name prefix the wrappers add)``."""
-    prefix = ""
-    while True:
-        for attr in _WRAPPER_ATTRS:
-            inner = getattr(model, attr, None)
-            if isinstance(inner, nn.Module) and attr in dict(model.named_children()):
-                model, prefix = inner, f"{prefix}{attr}."
-                break
-        else:
-            return model, prefix
-
-
-def parameter_name_map(model: nn.Module) -> dict[str, str]:
-    """``{name in the unwrapped model: name in model}`` for every parameter of a (wrapped) ``model``."""
-    _, prefix = unwrap_model(model)
-    out: dict[str, str] = {}
-    for name, _ in model.named_parameters():
-        inner = name[len(prefix):] if name.startswith(prefix) else name
-        out.setdefault(".".join(s for s in inner.split(".") if s not in _INNER_WRAPPER_SEGMENTS), name)
-    return out
-
-
-def _is_fsdp1(model: nn.Module) -> bool:
-    return any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
-
-
-@dataclass
-class GammaDecayPlan:
-    """Which γ the optimizer decays, which get the L2 penalty, and with what coefficient."""
-
-    decayed: set[str]  # γ names (as in the model given to the Trainer) that are regularized
-    gammas: set[str]  # every γ name
-    coefficient: float
-    regularization: str  # "decoupled" | "l2"
-    frozen: set[str] = field(default_factory=set)  # γ that do not require grad (never decayed)
-
-    @property
-    def optimizer_decayed(self) -> set[str]:
-        return self.decayed if self.regularization == "decoupled" else set()
-
-
-def gamma_decay_plan(
-    model: nn.Module,
-    *,
-    config: GammaRegConfig,
-    weight_decay: float,
-    report: GammaReport | None = None,
-    hf_decay_names: set[str] | None = None,
-) -> tuple[GammaDecayPlan, GammaReport]:
-    """Decide γ decay for ``model``: classify (unless ``report`` is given) and apply the policy.
-
-    ``hf_decay_names`` is HF's own decay set for ``model``; under ``hf-default`` it is followed
-    exactly, so that policy reproduces plain `Trainer`. ``model`` may be wrapped (DDP, torch.compile,
-    FSDP with ``use_orig_params=True``): the analysis runs on the unwrapped model (for FSDP, pass a
-    ``report`` made before wrapping) and the plan holds ``model``'s own parameter names. Raises
-    ``ValueError`` if a γ of the report cannot be found among ``model``'s parameters.
-    """
-    if report is None:
-        if _is_fsdp1(model):
-            # FSDP1 has already flattened and sharded the parameters: a forward on a copy of this
-            # model sees the shards, not the layers. GammaRegTrainer.train classifies before wrapping.
-            raise ValueError(
-                "cannot classify γ of a model FSDP has already wrapped (its parameters are flattened "
-                "shards); classify the model before wrapping it and pass the report: "
-                "gamma_decay_plan(fsdp_model, report=classify_gammas(model), ...)")
-        report = classify_gammas(unwrap_model(model)[0], invariance=config.invariance)
-    # The report's names are the unwrapped model's; map them onto `model`'s own names.
-    actual = parameter_name_map(model)
-    missing = [n for n in report.gammas if n not in actual]
-    if missing:
-        # Never build an optimizer with a split that silently misses γ (e.g. FSDP without
-        # use_orig_params=True, where the optimizer only sees `_flat_param`s; or a report made
-        # for another model).
-        raise ValueError(
-            f"{len(missing)} γ of the γ report are not parameters of the model the optimizer is built for "
-            f"(first: {missing[:3]}). Under FSDP set use_orig_params=True (fsdp_use_orig_params); a "
-            "precomputed gamma_report= must come from this very model (after PEFT wrapping, if any).")
-    if hf_decay_names is not None:
-        # HF's own rule, as the Trainer applies it to this very model, decides `hf-default`.
-        report.hf_default = sorted(n for n in report.gammas if actual[n] in hf_decay_names)
-    decayed = report.decay_names(config.policy, include=config.include, exclude=config.exclude)
-    params = dict(model.named_parameters())
-    # A frozen γ (a PEFT/LoRA base model's norms) is never in the optimizer; leaving it out of the
-    # plan keeps the logged counts and the model card true to what is trained.
-    frozen = {n for n in report.gammas if not params[actual[n]].requires_grad}
-    coefficient = weight_decay if config.gamma_weight_decay is None else config.gamma_weight_decay
-    plan = GammaDecayPlan(
-        decayed={actual[n] for n in decayed - frozen},
-        gammas={actual[n] for n in report.gammas},
-        coefficient=coefficient,
-        regularization=config.regularization,
-        frozen={actual[n] for n in frozen},
-    )
-    return plan, report
 
 
 class GammaRegMixin:
@@ -149,66 +52,88 @@ class GammaRegMixin:
         self.gamma_config: GammaRegConfig = args.gamma_config
         self.gamma_report: GammaReport | None = gamma_report
         self.gamma_plan: GammaDecayPlan | None = None
+        self._gamma_plan_model: nn.Module | None = None  # the model (maybe wrapped) whose names the plan holds
         super().__init__(model, args, *pos, **kwargs)
         if self.optimizer is not None and self.gamma_config.regularization == "decoupled":
             logger.warning(
                 "hf_gammareg: an optimizer was passed in, so its parameter groups (and their weight decay) "
                 "are yours: gamma_policy=%r does not reach it. Build the groups with "
-                "trainer.get_decay_parameter_names(model), or use gamma_regularization='l2'.",
+                "hf_gammareg.param_groups(model, weight_decay, policy=...), or use gamma_regularization='l2'.",
                 self.gamma_config.policy)
         self.gamma_norm_callback: GammaNormCallback | None = None
         if args.gamma_log_norms:
             self.gamma_norm_callback = GammaNormCallback(policy=self.gamma_config.policy)
             # First in the list, so that reporters (TensorBoard, W&B, the console) see its log keys.
             self.callback_handler.callbacks.insert(0, self.gamma_norm_callback)
+        self.callback_handler.add_callback(_GammaTableCallback(self))
 
     # -- the decision -------------------------------------------------------------------------------
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
-        hf_names = super().get_decay_parameter_names(model)
-        plan = self._gamma_plan_for(model, set(hf_names))
-        names = [n for n in hf_names if n not in plan.gammas]
-        return names + sorted(plan.optimizer_decayed)
+        plan = self._gamma_plan_for(model, set(super().get_decay_parameter_names(model)))
+        return plan.decay_parameter_names()
 
     def _gamma_plan_for(self, model: nn.Module, hf_names: set[str]) -> GammaDecayPlan:
         plan, self.gamma_report = gamma_decay_plan(
             model, config=self.gamma_config, weight_decay=self.args.weight_decay,
             report=self.gamma_report, hf_decay_names=hf_names,
         )
-        self.gamma_plan = plan
+        self.gamma_plan, self._gamma_plan_model = plan, model
         if self.gamma_norm_callback is not None:
-            # Under FSDP the names carry inner wrapper segments the prefix does not cover, and the
-            # parameters are shards: the callback then finds none of its names and logs nothing.
+            # Under FSDP1 the names carry inner wrapper segments the prefix does not cover, and the
+            # parameters are flat shards: the callback then finds none of its names and logs nothing.
             self.gamma_norm_callback.set_report(self.gamma_report, prefix=unwrap_model(model)[1])
-        if self.is_world_process_zero():
-            logger.info("hf_gammareg: %s", self.gamma_report.summary(
-                self.gamma_config.policy, include=self.gamma_config.include, exclude=self.gamma_config.exclude))
-            if plan.frozen:
-                logger.info("hf_gammareg: %d γ do not require grad and are left out of the optimizer", len(plan.frozen))
         return plan
 
     def create_optimizer(self, *args, **kwargs):
         created = self.optimizer is None
         optimizer = super().create_optimizer(*args, **kwargs)
         plan = self.gamma_plan
-        if not created or plan is None or plan.regularization != "decoupled":
+        if not created or plan is None or not plan.gamma_group:
+            # HF built its two groups from `get_decay_parameter_names`, i.e. from the plan: they already
+            # are `plan.param_groups(model)`.
             return optimizer
-        if plan.coefficient == self.args.weight_decay or not plan.decayed:
-            return optimizer
-        # A γ-specific coefficient: move decayed γ out of HF's decay group into a group of their own.
+        # A γ-specific coefficient: HF put the decayed γ in its decay group; move them into the plan's
+        # third group — the very group `param_groups()` returns.
         model = args[0] if args else kwargs.get("model")
         model = self.model if model is None else model
-        params = {id(p): p for n, p in model.named_parameters() if n in plan.decayed and p.requires_grad}
+        gamma_group = plan.param_groups(model)[2]
+        wanted = {id(p) for p in gamma_group["params"]}
         groups = getattr(optimizer, "param_groups", None)
-        if not groups or not params:
+        if not groups:
             return optimizer
-        moved = []
+        held = {id(p) for group in groups for p in group["params"]}
+        if not wanted <= held:
+            # An optimizer that chose its own parameters (GaLore, LOMO, a factory such as Muon).
+            logger.warning("hf_gammareg: optim=%r does not hold the γ in its parameter groups; gamma_weight_decay "
+                           "cannot be applied to it", self.args.optim)
+            return optimizer
         for group in groups:
-            keep = [p for p in group["params"] if id(p) not in params]
-            moved += [p for p in group["params"] if id(p) in params]
-            group["params"] = keep
-        # The marker lets a resume re-apply the coefficient after the checkpoint's state is loaded.
-        optimizer.add_param_group({"params": moved, "weight_decay": plan.coefficient, "gamma_group": True})
+            group["params"] = [p for p in group["params"] if id(p) not in wanted]
+        optimizer.add_param_group(gamma_group)
         return optimizer
+
+    # -- what the optimizer does, γ by γ ----------------------------------------------------------------
+    def gamma_table(self) -> str:
+        """The table of what this trainer's optimizer does to each γ (read from ``optimizer.param_groups``).
+
+        A header (policy, invariance, include/exclude, coefficients), one row per γ (role, decayed or
+        not, the coefficient of the param group that holds it, the reason), a summary line, and "!" lines
+        for what deserves attention, each with its fix. Before the optimizer exists, the planned values.
+        `train()` logs the same text once, from the main process: at WARNING when there is a "!" line,
+        else at INFO.
+        """
+        if self.gamma_plan is None:
+            self._gamma_plan_for(self.model, set(super().get_decay_parameter_names(self.model)))
+        return self.gamma_plan.to_table(self._gamma_plan_model, self.optimizer, arg_prefix="gamma_")
+
+    def _log_gamma_table(self) -> None:
+        plan = self.gamma_plan
+        if plan is None or not self.is_world_process_zero():
+            return  # no plan: an optimizer passed in with decoupled decay, which __init__ warned about
+        notices = plan.notices(self._gamma_plan_model, self.optimizer, arg_prefix="gamma_")
+        logger.log(logging.WARNING if notices else logging.INFO, "hf_gammareg: %s", self.gamma_table())
+        if plan.frozen:
+            logger.info("hf_gammareg: %d γ do not require grad and are left out of the optimizer", len(plan.frozen))
 
     # -- what travels with the model --------------------------------------------------------------------
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
@@ -303,11 +228,7 @@ class GammaRegMixin:
         plan = self.gamma_plan
         if plan is None or plan.regularization != "l2" or not plan.decayed or plan.coefficient == 0:
             return None
-        model = self.model if model is None else model
-        gammas = [p for n, p in model.named_parameters() if n in plan.decayed and p.requires_grad]
-        if not gammas:
-            return None
-        return 0.5 * plan.coefficient * sum(p.float().pow(2).sum() for p in gammas)
+        return l2_penalty(self.model if model is None else model, plan)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
@@ -328,6 +249,18 @@ class GammaRegMixin:
             loss, outputs = out
             return loss + penalty.to(loss.dtype), outputs
         return out + penalty.to(out.dtype)
+
+
+class _GammaTableCallback(TrainerCallback):
+    """Logs the trainer's γ table when training starts: the optimizer exists by then, wrapped or not."""
+
+    def __init__(self, trainer: GammaRegMixin):
+        self._trainer = weakref.ref(trainer)  # the trainer holds this callback; no reference cycle
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        trainer = self._trainer()
+        if trainer is not None:
+            trainer._log_gamma_table()
 
 
 class GammaRegTrainer(GammaRegMixin, Trainer):

@@ -97,19 +97,24 @@ def first_rows(data, limit: int | None):
 
 # -- the γ record ---------------------------------------------------------------------------------------
 def gamma_record(trainer) -> dict[str, Any]:
+    """:func:`optimizer_gamma_record` of a `GammaRegTrainer` after training."""
+    return optimizer_gamma_record(trainer.model, trainer.optimizer, trainer.gamma_plan)
+
+
+def optimizer_gamma_record(model: torch.nn.Module, optimizer, plan) -> dict[str, Any]:
     """What the optimizer really does to each γ: role, policy decision and the param group's weight decay.
 
-    Read from ``trainer.optimizer.param_groups`` — not from the plan — so a test can check that the
-    requested policy reached the optimizer.
+    Read from ``optimizer.param_groups`` — not from the plan — so a test can check that the requested
+    policy reached the optimizer. ``plan`` is the `GammaDecayPlan` the groups were built from (the
+    Trainer's ``gamma_plan``, or ``hf_gammareg.decay_plan(...)`` in a loop of one's own).
     """
-    report, plan = trainer.gamma_report, trainer.gamma_plan
-    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    report, cfg = plan.report, plan.config
+    names = {id(p): n for n, p in model.named_parameters()}
     group_decay = {}
-    for group in trainer.optimizer.param_groups:
+    for group in optimizer.param_groups:
         for p in group["params"]:
             if id(p) in names:
                 group_decay[names[id(p)]] = float(group["weight_decay"])
-    cfg = trainer.gamma_config
     return {
         "policy": cfg.policy,
         "invariance": cfg.invariance,
@@ -125,9 +130,10 @@ def gamma_record(trainer) -> dict[str, Any]:
     }
 
 
-def write_results(trainer, path: str, record: dict[str, Any]) -> None:
-    """Write ``record`` as JSON from the main process only."""
-    if trainer.is_world_process_zero():
+def write_results(owner, path: str, record: dict[str, Any]) -> None:
+    """Write ``record`` as JSON from the main process only (``owner``: a Trainer or an ``Accelerator``)."""
+    main = owner.is_world_process_zero() if hasattr(owner, "is_world_process_zero") else owner.is_main_process
+    if main:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2, sort_keys=True)

@@ -78,6 +78,24 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     return {"accuracy": 100.0 * float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
+def tokenized_splits(args: SST2Arguments, training_args, tokenizer) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The training and validation splits, tokenized with ``Dataset.map`` (one process fills the cache)."""
+
+    def tokenize(batch):
+        enc = tokenizer(batch["sentence"], truncation=True, max_length=args.max_seq_length)
+        # token_type_ids are left out: all 0 for single sentences, which is what BERT assumes without them.
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": batch["label"]}
+
+    def encode(split: str) -> datasets.Dataset:
+        data = load_split(args, split)
+        return data.map(tokenize, batched=True, remove_columns=data.column_names, desc=f"tokenize {split}")
+
+    if training_args.disable_tqdm:
+        datasets.disable_progress_bars()
+    with training_args.main_process_first(desc="load and tokenize"):  # one process fills the datasets cache
+        return encode("train"), encode("validation")
+
+
 def main(argv: list[str] | None = None) -> int:
     args, training_args = parse_args(make_parser(), argv)
     if not args.model_name_or_path:
@@ -92,19 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModelForSequenceClassification.from_pretrained(args.model_name_or_path, num_labels=2,
                                                                dtype=torch.float32)
 
-    def tokenize(batch):
-        enc = tokenizer(batch["sentence"], truncation=True, max_length=args.max_seq_length)
-        # token_type_ids are left out: all 0 for single sentences, which is what BERT assumes without them.
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": batch["label"]}
-
-    def encode(split: str) -> datasets.Dataset:
-        data = load_split(args, split)
-        return data.map(tokenize, batched=True, remove_columns=data.column_names, desc=f"tokenize {split}")
-
-    if training_args.disable_tqdm:
-        datasets.disable_progress_bars()
-    with training_args.main_process_first(desc="load and tokenize"):  # one process fills the datasets cache
-        train, validation = encode("train"), encode("validation")
+    train, validation = tokenized_splits(args, training_args, tokenizer)
     # 67,349 sentences / 32 = 2,105 steps per epoch on one device; 3 epochs = 6,315 steps.
     trainer = GammaRegTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=validation,

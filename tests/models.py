@@ -14,10 +14,12 @@ def tiny_bert():
     )
 
 
-def tiny_gpt2():
+def tiny_gpt2(**overrides):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    return GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, bos_token_id=0, eos_token_id=0))
+    kwargs = {"n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 64, "bos_token_id": 0, "eos_token_id": 0}
+    kwargs.update(overrides)
+    return GPT2LMHeadModel(GPT2Config(**kwargs))
 
 
 def tiny_llama():

@@ -100,7 +100,7 @@ def optimizer_decay(results_file):
     return record, {name: g["optimizer_weight_decay"] for name, g in record["gamma"]["gammas"].items()}
 
 
-@pytest.mark.parametrize("name", ["sst2_bert", "iwslt14_transformer", "sweep"])
+@pytest.mark.parametrize("name", ["sst2_bert", "sst2_bert_no_trainer", "iwslt14_transformer", "sweep"])
 def test_help(name, capsys):
     with pytest.raises(SystemExit) as exc:
         load(name).main(["--help"])
@@ -295,3 +295,72 @@ def test_translation_pairs_from_a_data_dir(parallel, tmp_path):
     (tmp_path / "valid.en").write_text("one\n", encoding="utf-8")
     with pytest.raises(ValueError, match="2 source lines but 1 target lines"):
         mt.load_pairs(mt.TranslationArguments(data_dir=str(tmp_path), eval_split="valid"), "eval")
+
+
+# -- the SST-2 recipe without a Trainer (accelerate loop + hf_gammareg.decay_plan / param_groups) -------------------
+@pytest.mark.parametrize("flags,decay", [
+    (["--gamma_policy", "guidelines"], dict.fromkeys(BERT_GAMMAS, 0.0)),  # post-LN BERT, exact: none decayed
+    (["--gamma_policy", "guidelines", "--gamma_invariance", "approximate"],
+     {BERT_EMB: WD, BERT_ATT0: WD, BERT_OUT0: WD, BERT_ATT1: WD, BERT_OUT1: 0.0}),
+    (["--gamma_policy", "all", "--gamma_weight_decay", "0.3"], dict.fromkeys(BERT_GAMMAS, 0.3)),
+    # coupled L2: the γ leave the optimizer's decay (0.0) and get the penalty in the loss
+    (["--gamma_policy", "all", "--gamma_regularization", "l2"], dict.fromkeys(BERT_GAMMAS, 0.0)),
+])
+def test_sst2_no_trainer_policy_reaches_optimizer(sst2, tmp_path, flags, decay):
+    out = tmp_path / "run"
+    assert load("sst2_bert_no_trainer").main([str(sst2 / "sst2.yaml"), "--output_dir", str(out), *flags]) == 0
+    record, optimizer_decay_ = optimizer_decay(out / "results.json")
+    assert optimizer_decay_ == decay
+    assert record["gamma"]["n_decayed"] == sum(1 for f in flags if f == "all") * 5 + ("approximate" in flags) * 4
+    assert record["steps"] == 2 and record["num_processes"] == 1 and record["n_eval"] == 4
+    assert 0.0 <= record["metrics"]["eval_accuracy"] <= 100.0
+
+
+def test_sst2_no_trainer_writes_the_trainer_recipes_results(sst2, tmp_path):
+    """Same fields as recipes/sst2_bert.py's results.json, so recipes/sweep.py reads either."""
+    records = []
+    for name in ("sst2_bert", "sst2_bert_no_trainer"):
+        out = tmp_path / name
+        assert load(name).main([str(sst2 / "sst2.yaml"), "--output_dir", str(out), "--gamma_policy", "all"]) == 0
+        records.append(optimizer_decay(out / "results.json"))
+    (trainer_record, trainer_decay), (loop_record, loop_decay) = records
+    assert set(trainer_record) <= set(loop_record)
+    assert set(trainer_record["gamma"]) == set(loop_record["gamma"])
+    assert trainer_decay == loop_decay == dict.fromkeys(BERT_GAMMAS, WD)
+    assert trainer_record["gamma"]["summary"] == loop_record["gamma"]["summary"]
+
+
+def test_sweep_drives_the_no_trainer_recipe(sst2, tmp_path):
+    results = tmp_path / "results"
+    argv = ["--recipe", os.path.join(RECIPES, "sst2_bert_no_trainer.py"), "--config", str(sst2 / "sst2.yaml"),
+            "--name", "loop", "--launcher", "in-process", "--policies", "none", "all+approximate", "--seeds", "0",
+            "--results_dir", str(results), "--runs_dir", str(tmp_path / "runs")]
+    assert load("sweep").main(argv) == 0
+    with open(results / "loop.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    assert [(r["entry"], r["invariance"], r["n_decayed"]) for r in rows] == [
+        ("none", "exact", "0"), ("all+approximate", "approximate", "5")]
+
+
+@pytest.mark.multiprocess
+def test_sst2_no_trainer_two_processes(sst2, tmp_path):
+    """`accelerate launch --multi_gpu` with use_cpu: DDP over gloo (accelerate 1.15's `--cpu --num_processes 2`
+    would start one process). Two processes, accumulation 2, both build the same groups."""
+    from test_scale_out import _free_port, run_launcher
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), os.path.join(RECIPES, "sst2_bert_no_trainer.py"),
+           str(sst2 / "sst2.yaml"), "--output_dir", str(out), "--gamma_policy", "guidelines",
+           "--gamma_invariance", "approximate", "--per_device_train_batch_size", "2",
+           "--gradient_accumulation_steps", "2"]
+    proc = run_launcher(cmd)
+    record, decay = optimizer_decay(out / "results.json")
+    assert record["num_processes"] == 2 and record["steps"] == 2
+    first, second = record["groups_by_process"]
+    assert first == second
+    assert [(wd, is_gamma) for wd, is_gamma, _ in first] == [(WD, False), (0.0, False)]
+    assert {BERT_EMB, BERT_ATT0, BERT_OUT0, BERT_ATT1} <= set(first[0][2]) and BERT_OUT1 in first[1][2]
+    assert decay == {BERT_EMB: WD, BERT_ATT0: WD, BERT_OUT0: WD, BERT_ATT1: WD, BERT_OUT1: 0.0}
+    assert "step 2/2" in proc.stdout

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,10 +37,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(cmd: list[str], tmp_path: Path) -> list[dict]:
+def run_launcher(cmd: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run a multi-process launcher in a session of its own; on timeout kill the launcher *and* its workers.
+
+    (`subprocess.run(timeout=)` kills the launcher only, which leaves a stuck worker running on a shared machine.)
+    """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(cmd + [str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=110)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{cmd[:6]}... did not finish in {timeout} s:\n{out[-2000:]}\n{err[-2000:]}")
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _launch(cmd: list[str], tmp_path: Path) -> list[dict]:
+    run_launcher(cmd + [str(tmp_path)])
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
@@ -232,6 +249,11 @@ def test_peft_lora_frozen_base_and_modules_to_save(tmp_path):
     assert decay[f"{base}ln_f.{saved}"] == 0.0
     assert trainer.gamma_plan.decayed == {f"{base}h.0.ln_1.{saved}", f"{base}h.1.ln_1.{saved}"}
     assert f"{base}h.1.ln_2.weight" in trainer.gamma_plan.frozen
+    # outside the Trainer, param_groups gives the PEFT model the very same groups
+    from hf_gammareg import param_groups
+
+    ours = [(g["weight_decay"], [id(p) for p in g["params"]]) for g in param_groups(model, 0.05)]
+    assert ours == [(g["weight_decay"], [id(p) for p in g["params"]]) for g in trainer.optimizer.param_groups]
 
 
 def _tokens():

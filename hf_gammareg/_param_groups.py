@@ -1,0 +1,482 @@
+"""The decision as optimizer parameter groups: one implementation for `GammaRegTrainer` and any training loop.
+
+:func:`param_groups` is the public entry (timm's ``param_groups_weight_decay``, with γ split by role);
+:func:`decay_plan` returns the :class:`GammaDecayPlan` behind it, for coupled L2 (:func:`l2_penalty`) and the
+decay table; :func:`gamma_decay_plan` is the same decision from a `GammaRegConfig`, which `GammaRegTrainer`
+calls with `transformers.Trainer`'s own decay names. The Trainer builds its optimizer from the plan's groups,
+so ``param_groups(model, wd, ...)`` and ``GammaRegTrainer(...).create_optimizer()`` give the same groups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .analysis import classify_gammas
+from .config import GammaRegConfig
+from .policy import compile_patterns, hf_default_decay_names
+from .report import GammaReport
+from .roles import ROLES
+
+__all__ = ["GammaDecayPlan", "decay_plan", "gamma_decay_plan", "l2_penalty", "param_groups", "parameter_name_map",
+           "unwrap_model"]
+
+# Wrappers that add a prefix to parameter names: torch.compile (`_orig_mod.`), DDP/DataParallel
+# (`module.`), FSDP1 (`_fsdp_wrapped_module.`). Roles are computed on the unwrapped model and the
+# names mapped back. FSDP2 (`fully_shard`) keeps the names and changes the parameters into DTensors.
+_WRAPPER_ATTRS = ("_orig_mod", "module", "_fsdp_wrapped_module")
+# Segments that wrappers insert *inside* names, at any depth: FSDP1 wraps each auto-wrapped layer
+# (`layer.0._fsdp_wrapped_module.attention…`), activation checkpointing wraps blocks
+# (`_checkpoint_wrapped_module`), and a compiled submodule keeps `_orig_mod`.
+_INNER_WRAPPER_SEGMENTS = frozenset(("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod"))
+
+NoDecayRule = Sequence[str] | Callable[[nn.Module], Iterable[str]] | None
+
+
+def unwrap_model(model: nn.Module) -> tuple[nn.Module, str]:
+    """Strip torch.compile/DDP/FSDP wrappers; returns ``(inner model, name prefix the wrappers add)``."""
+    prefix = ""
+    while True:
+        for attr in _WRAPPER_ATTRS:
+            inner = getattr(model, attr, None)
+            if isinstance(inner, nn.Module) and attr in dict(model.named_children()):
+                model, prefix = inner, f"{prefix}{attr}."
+                break
+        else:
+            return model, prefix
+
+
+def parameter_name_map(model: nn.Module) -> dict[str, str]:
+    """``{name in the unwrapped model: name in model}`` for every parameter of a (wrapped) ``model``."""
+    _, prefix = unwrap_model(model)
+    out: dict[str, str] = {}
+    for name, _ in model.named_parameters():
+        inner = name.removeprefix(prefix)
+        out.setdefault(".".join(s for s in inner.split(".") if s not in _INNER_WRAPPER_SEGMENTS), name)
+    return out
+
+
+def is_dtensor(tensor) -> bool:
+    """Whether ``tensor`` is a `DTensor` (FSDP2, tensor parallel): one shard per rank, not the whole tensor.
+
+    Looked up in ``sys.modules`` so that a process that never imported DTensor pays nothing for the check.
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.DTensor)
+
+
+def _is_fsdp1(model: nn.Module) -> bool:
+    return any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
+
+
+@dataclass
+class GammaDecayPlan:
+    """Which parameters of one model get weight decay, and with which coefficient.
+
+    γ follow the policy (by role, include/exclude); every other parameter follows the non-γ rule
+    (`transformers.Trainer`'s unless the caller gave another). Names are the model's own, as its
+    ``named_parameters()`` gives them (with any wrapper prefix); :meth:`param_groups` lays the plan out
+    as optimizer parameter groups, :meth:`to_table` shows it γ by γ.
+    """
+
+    decayed: set[str]  # γ that are regularized (by the optimizer, or by the L2 penalty under "l2")
+    gammas: set[str]  # every γ
+    coefficient: float  # the γ coefficient
+    regularization: str  # "decoupled" | "l2"
+    frozen: set[str] = field(default_factory=set)  # γ that do not require grad (never decayed)
+    weight_decay: float = 0.0  # the coefficient of the decayed non-γ parameters
+    others_decayed: set[str] = field(default_factory=set)  # non-γ parameters the non-γ rule decays
+    names: dict[str, str] = field(default_factory=dict)  # {γ name in the report: name in the model}
+    report: GammaReport | None = None
+    config: GammaRegConfig | None = None
+
+    @property
+    def optimizer_decayed(self) -> set[str]:
+        """The γ the optimizer itself decays (none under ``"l2"``: the loss carries their penalty)."""
+        return self.decayed if self.regularization == "decoupled" else set()
+
+    @property
+    def gamma_group(self) -> bool:
+        """Whether the decayed γ need a parameter group of their own (a coefficient other than the rest's)."""
+        return bool(self.optimizer_decayed) and self.coefficient != self.weight_decay
+
+    def decay_parameter_names(self) -> list[str]:
+        """Every parameter the optimizer decays, any coefficient (what ``Trainer.get_decay_parameter_names`` returns)."""
+        return sorted(self.others_decayed | self.optimizer_decayed)
+
+    def weight_decay_of(self, name: str) -> float:
+        """The weight decay the plan gives parameter ``name`` in the optimizer."""
+        if name in self.gammas:
+            return self.coefficient if name in self.optimizer_decayed else 0.0
+        return self.weight_decay if name in self.others_decayed else 0.0
+
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        """The plan as torch parameter groups for ``model`` (the model it was made for); frozen parameters left out.
+
+        ``[{decayed at weight_decay}, {not decayed, 0.0}]`` — `transformers.Trainer`'s two groups, in
+        ``named_parameters()`` order — then, when the γ coefficient differs from ``weight_decay``, the
+        decayed γ in a third group ``{"weight_decay": coefficient, "gamma_group": True}`` (the marker lets
+        a resumed run re-apply its own γ coefficient over the checkpoint's).
+        """
+        named = list(model.named_parameters())
+        missing = sorted(self.gammas - {n for n, _ in named})
+        if missing:
+            raise ValueError(f"this plan was made for another model: {len(missing)} of its γ are not parameters "
+                             f"of the one given (first: {missing[:3]}); make the plan from this model")
+        decay, plain, gammas = [], [], []
+        for name, p in named:
+            if not p.requires_grad:
+                continue
+            if name in self.optimizer_decayed:
+                (gammas if self.gamma_group else decay).append(p)
+            elif name in self.others_decayed:
+                decay.append(p)
+            else:
+                plain.append(p)
+        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+        if gammas:
+            groups.append({"params": gammas, "weight_decay": self.coefficient, "gamma_group": True})
+        return groups
+
+    # -- what the optimizer does, γ by γ ------------------------------------------------------------------
+    def _rows(self, model: nn.Module, optimizer) -> list[dict]:
+        params = dict(model.named_parameters())
+        in_optimizer: dict[int, float] | None = None
+        if optimizer is not None:
+            in_optimizer = {id(p): float(g.get("weight_decay", 0.0)) for g in optimizer.param_groups for p in g["params"]}
+        report = self.report
+        by_role = report.decay_names(self.config.policy) if report is not None and self.config is not None else None
+        rows = []
+        for name in report.gammas if report is not None else sorted(self.gammas):
+            model_name = self.names.get(name, name)
+            param = params.get(model_name)
+            role = report.roles.get(name, "unused") if report is not None else "?"
+            if model_name in self.frozen or (param is not None and not param.requires_grad):
+                wd, status = None, "frozen"
+            else:
+                if in_optimizer is None:
+                    wd = self.weight_decay_of(model_name)  # planned: the optimizer is not built yet
+                else:
+                    wd = in_optimizer.get(id(param)) if param is not None else None
+                penalized = self.regularization == "l2" and model_name in self.decayed and self.coefficient > 0
+                if wd is None:
+                    status = "not in optimizer"
+                elif penalized:
+                    status = "yes (L2)"
+                else:
+                    status = "yes" if wd > 0 else "no"
+            if by_role is not None and status in ("yes", "no") and (name in by_role) != (model_name in self.decayed):
+                status += " (include)" if model_name in self.decayed else " (exclude)"
+            rows.append({"name": name, "model_name": model_name, "role": role, "status": status, "wd": wd,
+                         "numel": report.numel.get(name, 0) if report is not None else 0,
+                         "reason": report.reasons.get(name, "does not take part in the forward pass")
+                         if report is not None else ""})
+        return rows
+
+    def notices(self, model: nn.Module, optimizer=None, *, arg_prefix: str = "") -> list[str]:
+        """What deserves attention in this split, each with its fix in one sentence (empty when nothing does).
+
+        ``arg_prefix`` names the arguments as the caller knows them (``"gamma_"`` for the Trainer's).
+        """
+        return self._notices(self._rows(model, optimizer), optimizer, arg_prefix)
+
+    def _notices(self, rows: list[dict], optimizer, arg_prefix: str) -> list[str]:
+        cfg, report = self.config, self.report
+        if cfg is None or report is None or not rows:
+            return []
+        arg = {"policy": f"{arg_prefix}policy", "invariance": f"{arg_prefix}invariance",
+               "include": f"{arg_prefix}include", "exclude": f"{arg_prefix}exclude",
+               "gwd": "gamma_weight_decay"}
+        out = []
+        trainable = [r for r in rows if r["status"] != "frozen"]
+        n_on = sum(r["status"].startswith("yes") for r in trainable)
+        planned = self.decayed
+        if planned and self.coefficient == 0:
+            out.append(f"weight decay is 0, so none of the {len(planned)} γ that policy {cfg.policy!r} selects is "
+                       f"decayed: set weight_decay (e.g. 0.01) or {arg['gwd']}.")
+        elif trainable and not n_on and cfg.policy not in ("none", "hf-default"):
+            if not planned:
+                hf = set(report.hf_default) & {r["name"] for r in trainable}
+                same = ("the same split as transformers.Trainer (hf-default)" if not hf
+                        else f"fewer than transformers.Trainer, which decays {len(hf)}")
+                roles = {r["role"] for r in trainable}
+                if cfg.invariance == "exact" and "stream" in roles and not roles & {"branch", "invariant"}:
+                    fix = (f"post-LN model: try {arg['invariance']}='approximate' (its norms are then invariant), "
+                           f"or {arg['policy']}='all'.")
+                else:
+                    fix = (f"no γ here has a role this policy decays; pick another {arg['policy']} or name γ "
+                           f"with {arg['include']}.")
+                out.append(f"policy {cfg.policy!r} decays none of the {len(trainable)} γ — {same}; {fix}")
+            else:
+                out.append("the optimizer does not decay the γ the policy selects (it was built elsewhere, with its "
+                           "own groups): build its groups with hf_gammareg.param_groups(model, weight_decay, ...).")
+        changed = [r for r in rows if r["status"].endswith(("(include)", "(exclude)"))]
+        if changed:
+            shown = ", ".join(f"{r['name']} ({r['role']} → {'decayed' if 'include' in r['status'] else 'kept'})"
+                              for r in changed[:3]) + (", …" if len(changed) > 3 else "")
+            out.append(f"{arg['include']}/{arg['exclude']} override the roles for {len(changed)} γ: {shown}; if that "
+                       "is not what you meant, narrow the patterns.")
+        for key in ("include", "exclude"):
+            for pattern in getattr(cfg, key):
+                compiled = compile_patterns([pattern], key)[0]
+                if not any(compiled.search(r["name"]) for r in rows):
+                    out.append(f"{arg[key]} pattern {pattern!r} matches no γ; check it against the names in this "
+                               "table.")
+        return out
+
+    def to_table(self, model: nn.Module, optimizer=None, *, arg_prefix: str = "") -> str:
+        """What ``optimizer`` does to each γ of ``model``: a header, one row per γ, a summary, the notices.
+
+        The coefficient column is read from ``optimizer.param_groups`` (the plan's own value, marked as
+        planned, when ``optimizer`` is ``None``). Rows: parameter (as the analysis names it), role,
+        decayed, coefficient, reason; "(include)"/"(exclude)" marks a decision a regex changed.
+        """
+        rows = self._rows(model, optimizer)
+        cfg = self.config
+        header = "γ weight decay " + ("of this optimizer" if optimizer is not None else
+                                      "as planned (the optimizer is not built yet)")
+        if cfg is not None:
+            pats = {k: ", ".join(repr(p) for p in getattr(cfg, k)) or "none" for k in ("include", "exclude")}
+            how = (f"decoupled weight decay {self.weight_decay:g}, decayed γ {self.coefficient:g}"
+                   if self.regularization == "decoupled" else
+                   f"weight decay {self.weight_decay:g}; decayed γ: L2 penalty {self.coefficient:g}/2·‖γ‖² in the loss")
+            header += (f" — policy {cfg.policy!r}, invariance {cfg.invariance}, include {pats['include']}, "
+                       f"exclude {pats['exclude']}; {how}")
+        table = [("parameter", "role", "decayed", "coefficient", "reason")]
+        for r in rows:
+            coef = "–" if r["wd"] is None else (f"{self.coefficient:g} (L2)" if r["status"] == "yes (L2)" else f"{r['wd']:g}")
+            table.append((r["name"], r["role"], r["status"], coef, r["reason"]))
+        widths = [max(len(t[i]) for t in table) for i in range(4)]
+        lines = [header, ""]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(t[:4], widths)) + "  " + t[4] for t in table[:1]]
+        lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
+        lines += ["  ".join(c.ljust(w) for c, w in zip(t[:4], widths)) + "  " + t[4] for t in table[1:]]
+        on = [r for r in rows if r["status"].startswith("yes")]
+        by_role = []
+        for role in list(ROLES) + ["unused"]:
+            of_role = [r for r in rows if r["role"] == role]
+            if of_role:
+                by_role.append(f"{role} {sum(r in on for r in of_role)}/{len(of_role)}")
+        numel_on, numel_all = sum(r["numel"] for r in on), sum(r["numel"] for r in rows)
+        lines += ["", (f"{len(on)} of {len(rows)} γ decayed ({numel_on:,} of {numel_all:,} values); "
+                       f"decayed/total by role: {', '.join(by_role)}")]
+        lines += [f"! {n}" for n in self._notices(rows, optimizer, arg_prefix)]
+        return "\n".join(lines)
+
+
+def gamma_decay_plan(
+    model: nn.Module,
+    *,
+    config: GammaRegConfig,
+    weight_decay: float,
+    report: GammaReport | None = None,
+    hf_decay_names: Iterable[str] | None = None,
+) -> tuple[GammaDecayPlan, GammaReport]:
+    """Decide weight decay for ``model`` from a `GammaRegConfig`: classify (unless ``report`` is given), apply it.
+
+    ``hf_decay_names``: the parameters (``model``'s names) the non-γ rule decays; ``None`` is
+    `transformers.Trainer`'s rule. `GammaRegTrainer` passes the Trainer's own ``get_decay_parameter_names``,
+    so ``hf-default`` is exactly plain `Trainer`. ``model`` may be wrapped (DDP, torch.compile, FSDP1 with
+    ``use_orig_params=True``) or sharded with FSDP2: the analysis runs on the unwrapped model, and a model
+    whose parameters are already shards (FSDP1/2) needs a ``report`` made before sharding. The plan holds
+    ``model``'s own names. Raises ``ValueError`` if a γ of the report is not a parameter of ``model``.
+    """
+    if report is None:
+        _refuse_sharded(model)
+        report = classify_gammas(unwrap_model(model)[0], invariance=config.invariance)
+    elif report.invariance != config.invariance:
+        raise ValueError(
+            f"invariance: the γ report was classified with invariance={report.invariance!r}, not the requested "
+            f"{config.invariance!r}; classify again with classify_gammas(model, invariance={config.invariance!r}) "
+            "or ask for the report's mode")
+    # The report's names are the unwrapped model's; map them onto `model`'s own names.
+    actual = parameter_name_map(model)
+    missing = [n for n in report.gammas if n not in actual]
+    if missing:
+        # Never build an optimizer with a split that silently misses γ (e.g. FSDP without
+        # use_orig_params=True, where the optimizer only sees `_flat_param`s; or a report made
+        # for another model).
+        raise ValueError(
+            f"{len(missing)} γ of the γ report are not parameters of the model the optimizer is built for "
+            f"(first: {missing[:3]}). Under FSDP set use_orig_params=True (fsdp_use_orig_params); a "
+            "precomputed gamma_report= must come from this very model (after PEFT wrapping, if any).")
+    decay_names = set(hf_default_decay_names(model) if hf_decay_names is None else hf_decay_names)
+    gammas = {actual[n] for n in report.gammas}
+    # The non-γ rule, as applied to this very model, is what `hf-default` follows; a copy, so that the
+    # caller's report keeps its own record.
+    report_here = dataclasses.replace(report, hf_default=sorted(n for n in report.gammas if actual[n] in decay_names))
+    decayed = report_here.decay_names(config.policy, include=config.include, exclude=config.exclude)
+    params = dict(model.named_parameters())
+    # A frozen γ (a PEFT/LoRA base model's norms) is never in the optimizer; leaving it out of the
+    # plan keeps the logged counts and the model card true to what is trained.
+    frozen = {n for n in report.gammas if not params[actual[n]].requires_grad}
+    coefficient = weight_decay if config.gamma_weight_decay is None else config.gamma_weight_decay
+    plan = GammaDecayPlan(
+        decayed={actual[n] for n in decayed - frozen},
+        gammas=gammas,
+        coefficient=coefficient,
+        regularization=config.regularization,
+        frozen={actual[n] for n in frozen},
+        weight_decay=weight_decay,
+        others_decayed=decay_names - gammas,
+        names={n: actual[n] for n in report.gammas},
+        report=report_here,
+        config=config,
+    )
+    return plan, report
+
+
+def _refuse_sharded(model: nn.Module) -> None:
+    if _is_fsdp1(model):
+        # FSDP1 has already flattened and sharded the parameters: a forward on a copy of this
+        # model sees the shards, not the layers. GammaRegTrainer.train classifies before wrapping.
+        raise ValueError(
+            "cannot classify γ of a model FSDP has already wrapped (its parameters are flattened "
+            "shards); classify the model before wrapping it and pass the report: "
+            "report = classify_gammas(model) before wrapping, then report=report")
+    if any(is_dtensor(p) for p in model.parameters()):
+        # FSDP2 (fully_shard) and tensor parallelism keep the names but hold one shard per rank, and
+        # the analysis' forward pass on a meta copy cannot run the sharding's collectives.
+        raise ValueError(
+            "cannot classify γ of a model whose parameters are DTensor shards (fully_shard / tensor parallel); "
+            "classify it before sharding and pass the report: report = classify_gammas(model); "
+            "fully_shard(...); param_groups(model, weight_decay, report=report)")
+
+
+def _decay_names(model: nn.Module, no_decay: NoDecayRule) -> set[str]:
+    """The parameters (``model``'s names) that the non-γ rule ``no_decay`` decays."""
+    if no_decay is None:
+        return hf_default_decay_names(model)
+    names = [n for n, _ in model.named_parameters()]
+    if isinstance(no_decay, str):
+        raise TypeError(f"no_decay: pass a list of name substrings such as ['bias', 'LayerNorm.weight'], not the "
+                         f"single string {no_decay!r}")
+    if callable(no_decay):
+        excluded = no_decay(model)
+        if isinstance(excluded, str) or not isinstance(excluded, Iterable):
+            raise TypeError("no_decay: a callable must return the names of the parameters that get no decay")
+        excluded = set(excluded)
+        return {n for n in names if n not in excluded}
+    if isinstance(no_decay, Iterable):
+        parts = list(no_decay)
+        if not all(isinstance(s, str) for s in parts):
+            raise TypeError("no_decay: expected name substrings (strings), such as ['bias', 'LayerNorm.weight']")
+        return {n for n in names if not any(s in n for s in parts)}
+    raise TypeError(f"no_decay: expected None (transformers.Trainer's rule), a list of name substrings or a "
+                     f"callable model -> names, got {type(no_decay).__name__}")
+
+
+def decay_plan(
+    model: nn.Module,
+    weight_decay: float,
+    *,
+    policy: str = "guidelines",
+    invariance: str = "exact",
+    gamma_weight_decay: float | None = None,
+    include: Iterable[str] | str = (),
+    exclude: Iterable[str] | str = (),
+    report: GammaReport | None = None,
+    no_decay: NoDecayRule = None,
+    regularization: str = "decoupled",
+) -> GammaDecayPlan:
+    """The :class:`GammaDecayPlan` behind :func:`param_groups` (same arguments, plus ``regularization``).
+
+    Use it when the loop needs more than the groups: coupled L2 (``regularization="l2"`` and
+    :func:`l2_penalty`), or the table of what the optimizer does (``plan.to_table(model, optimizer)``).
+    ``plan.param_groups(model)`` gives the groups; ``plan.report`` the roles.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
+        raise TypeError(f"weight_decay: expected a number, got {type(weight_decay).__name__}")
+    if not math.isfinite(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay: must be a finite number >= 0, got {weight_decay!r}")
+    config = GammaRegConfig(
+        policy=policy, gamma_weight_decay=gamma_weight_decay, invariance=invariance,
+        include=[include] if isinstance(include, str) else list(include),
+        exclude=[exclude] if isinstance(exclude, str) else list(exclude),
+        regularization=regularization,
+    )
+    plan, _ = gamma_decay_plan(model, config=config, weight_decay=float(weight_decay), report=report,
+                               hf_decay_names=_decay_names(model, no_decay))
+    return plan
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    *,
+    policy: str = "guidelines",
+    invariance: str = "exact",
+    gamma_weight_decay: float | None = None,
+    include: Iterable[str] | str = (),
+    exclude: Iterable[str] | str = (),
+    report: GammaReport | None = None,
+    no_decay: NoDecayRule = None,
+) -> list[dict]:
+    """Parameter groups for any ``torch.optim`` optimizer: γ decayed by role and policy, the rest as `Trainer` does.
+
+    Args:
+        model: the model to optimize; may be wrapped (DDP, ``torch.compile``, PEFT) — the groups hold its
+            own parameters. Parameters that do not require grad are left out.
+        weight_decay: the coefficient of every decayed parameter (and of decayed γ unless ``gamma_weight_decay``).
+        policy: which γ are decayed: ``"guidelines"`` (roles branch and invariant), ``"hf-default"`` (what the
+            ``no_decay`` rule says), ``"all"``, ``"none"``, a comma list of roles or ``"only:<role>"``.
+        invariance: ``"exact"`` or ``"approximate"`` (how the roles are read; DESIGN.md § Invariance mode).
+        gamma_weight_decay: a coefficient for decayed γ; they then get a third group of their own.
+        include / exclude: regexes (``re.search`` on parameter names) of γ always / never decayed; exclude wins.
+        report: a `GammaReport` for this model (``classify_gammas(model)``); required for a model already
+            sharded with FSDP2 ``fully_shard`` (classify before sharding: the names do not change).
+        no_decay: the rule for every parameter that is not a γ: ``None`` is `transformers.Trainer`'s (no
+            decay for biases and norm weights, by module type and name); a list of name substrings is the
+            ``*_no_trainer.py`` examples' rule (``["bias", "LayerNorm.weight"]``); a callable ``model -> names``
+            returns the parameters that get no decay.
+
+    Returns ``[{"params": decayed, "weight_decay": weight_decay}, {"params": the rest, "weight_decay": 0.0}]``
+    (plus ``{"params": decayed γ, "weight_decay": gamma_weight_decay, "gamma_group": True}`` when that
+    coefficient differs), exactly the groups `GammaRegTrainer` builds for the same settings.
+
+    Example (runs as is; a tiny GPT-2: ``ln_1``/``ln_2`` are ``branch`` γ and get decay, ``ln_f`` is ``head``):
+
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from hf_gammareg import param_groups
+    >>> model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, bos_token_id=0, eos_token_id=0))
+    >>> groups = param_groups(model, 0.01)
+    >>> [(g["weight_decay"], len(g["params"])) for g in groups]  # 10 matrices + 4 γ; 12 biases + ln_f's 2
+    [(0.01, 14), (0.0, 14)]
+    >>> optimizer = torch.optim.AdamW(groups, lr=1e-3)
+    >>> ids = torch.randint(0, 64, (2, 8))
+    >>> model(input_ids=ids, labels=ids).loss.backward()
+    >>> optimizer.step()
+    """
+    plan = decay_plan(model, weight_decay, policy=policy, invariance=invariance,
+                      gamma_weight_decay=gamma_weight_decay, include=include, exclude=exclude, report=report,
+                      no_decay=no_decay)
+    return plan.param_groups(model)
+
+
+def l2_penalty(model: nn.Module, plan: GammaDecayPlan) -> torch.Tensor:
+    """The coupled L2 penalty λ/2·Σ‖γ‖² over the γ ``plan`` regularizes, to add to the training loss.
+
+    ``plan`` comes from ``decay_plan(model, ..., regularization="l2")`` (its groups then give those γ no
+    decoupled decay; a ``"decoupled"`` plan is refused, since its optimizer already decays them). Returns
+    a zero tensor when nothing is penalized. A DTensor γ (FSDP2) is gathered with a differentiable
+    ``full_tensor()``, so the value is the global one on every rank and each shard gets its own gradient;
+    every rank must call it, as with any collective.
+    """
+    if plan.regularization != "l2":
+        raise ValueError("l2_penalty: this plan decays γ in the optimizer (regularization='decoupled'); make it with "
+                         "decay_plan(model, weight_decay, regularization='l2', ...) to move their decay into the loss")
+    gammas = [p for n, p in model.named_parameters() if n in plan.decayed and p.requires_grad]
+    if not gammas or plan.coefficient == 0:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        return torch.zeros((), device=device)
+    total = sum((p.full_tensor() if is_dtensor(p) else p).float().pow(2).sum() for p in gammas)
+    return 0.5 * plan.coefficient * total
