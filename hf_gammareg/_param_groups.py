@@ -156,7 +156,7 @@ class GammaDecayPlan:
         for name in report.gammas if report is not None else sorted(self.gammas):
             model_name = self.names.get(name, name)
             param = params.get(model_name)
-            role = report.roles.get(name, "unused") if report is not None else "?"
+            role = report.role_of(name) if report is not None else "?"
             if model_name in self.frozen or (param is not None and not param.requires_grad):
                 wd, status = None, "frozen"
             else:
@@ -259,7 +259,7 @@ class GammaDecayPlan:
         lines += ["  ".join(c.ljust(w) for c, w in zip(t[:4], widths)) + "  " + t[4] for t in table[1:]]
         on = [r for r in rows if r["status"].startswith("yes")]
         by_role = []
-        for role in list(ROLES) + ["unused"]:
+        for role in list(ROLES) + ["untracked", "unused"]:
             of_role = [r for r in rows if r["role"] == role]
             if of_role:
                 by_role.append(f"{role} {sum(r in on for r in of_role)}/{len(of_role)}")
