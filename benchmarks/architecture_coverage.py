@@ -123,7 +123,7 @@ def worker(tasks, results) -> None:
         results.put(("done", model_type, work(model_type)))
 
 
-def run_all(model_types: list[str], n_workers: int, timeout: float, verbose: bool) -> list[dict]:
+def run_all(model_types: list[str], n_workers: int, timeout: float, verbose: bool, log_path: str | None = None) -> list[dict]:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     pending = list(model_types)
@@ -166,6 +166,9 @@ def run_all(model_types: list[str], n_workers: int, timeout: float, verbose: boo
                     w[3] = payload
         elif kind == "done":
             done[model_type] = payload
+            if log_path:
+                with open(log_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(payload) + "\n")
             if bar is not None:
                 bar.update(1)
             if verbose:
@@ -240,7 +243,11 @@ def main(argv: list[str] | None = None) -> int:
 
     model_types = args.only or sorted(CONFIG_MAPPING_NAMES)
     start = time.perf_counter()
-    rows = run_all(model_types, args.workers, args.timeout, args.verbose)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    log_path = os.path.splitext(args.json)[0] + ".partial.jsonl"  # each result as it lands
+    if os.path.exists(log_path):
+        os.remove(log_path)
+    rows = run_all(model_types, args.workers, args.timeout, args.verbose, log_path)
     wall = time.perf_counter() - start
     import torch
 

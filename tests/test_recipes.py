@@ -364,3 +364,20 @@ def test_sst2_no_trainer_two_processes(sst2, tmp_path):
     assert {BERT_EMB, BERT_ATT0, BERT_OUT0, BERT_ATT1} <= set(first[0][2]) and BERT_OUT1 in first[1][2]
     assert decay == {BERT_EMB: WD, BERT_ATT0: WD, BERT_OUT0: WD, BERT_ATT1: WD, BERT_OUT1: 0.0}
     assert "step 2/2" in proc.stdout
+
+
+@pytest.mark.multiprocess
+def test_translation_two_processes_score_each_sentence_once(parallel, tmp_path):
+    """Under DDP the final beam search must translate the 11 eval sentences once each — not the repeats a
+    distributed predict pads its last batches with (11 sentences, batch 5, 2 processes gave 20 before)."""
+    from test_scale_out import _free_port, run_launcher
+
+    out = tmp_path / "run"
+    argv = [a for a in tiny_mt_argv(parallel, out, "guidelines")]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), os.path.join(RECIPES, "iwslt14_transformer.py"), *argv,
+           "--max_eval_samples", "11", "--per_device_eval_batch_size", "5"]
+    run_launcher(cmd)
+    record = json.loads((out / "results.json").read_text())
+    assert record["n_eval"] == 11
