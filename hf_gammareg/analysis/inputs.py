@@ -161,6 +161,13 @@ class _Builder:
         return {tensor_name: [self.zeros(n, channels * temporal * patch * patch), self.zeros(n, channels * patch * patch)],
                 grid_name: [grid]}
 
+    def naflex_patches(self) -> dict:
+        patch = _find(self.config, "patch_size", default=16)
+        side = 4
+        return {"pixel_values": [self.zeros(_BATCH, side * side, self.channels() * patch * patch)],
+                "pixel_attention_mask": [torch.ones(_BATCH, side * side, dtype=torch.long, device=self.device)],
+                "spatial_shapes": [torch.tensor([[side, side]] * _BATCH, dtype=torch.long, device=self.device)]}
+
     def build(self, name: str) -> list:
         """Candidate tensors for the input ``name`` (first = most likely), or ``[]`` if unknown."""
         if name in _ID_INPUTS or name.endswith("input_ids"):
@@ -180,6 +187,9 @@ class _Builder:
             return self.series()
         if name in ("past_observed_mask",):
             return [torch.ones(*s.shape, dtype=torch.bool, device=self.device) for s in self.series()]
+        if name.endswith("_padding"):  # time series: 0 = an observed value, same shape as the values
+            return [torch.zeros(_BATCH, n, dtype=torch.long, device=self.device)
+                    for n in (_find(self.config, "context_length", "context_len", default=64),)]
         if name.endswith("_mask") and name not in ("attention_mask", "decoder_attention_mask"):
             return [torch.ones(_BATCH, n, dtype=torch.long, device=self.device) for n in (_SEQ, 16, 60, 400)]
         if name == "bbox":
@@ -211,6 +221,8 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
     if grid_name is not None:  # flattened patches + their grid
         tensor_name = next((n for n in ("hidden_states", "pixel_values") if n in names), "hidden_states")
         fixed = b.patches_and_grid(tensor_name, grid_name)
+    elif "spatial_shapes" in names:  # NaFlex towers (SigLIP 2): patches, their mask and the (h, w) grid of each image
+        fixed = b.naflex_patches()
     if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params and "decoder_input_ids" not in names:
         names.append("decoder_input_ids")
     options: dict[str, list] = {}
