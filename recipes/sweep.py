@@ -283,10 +283,11 @@ def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, ord
     lines += ["", f"Per seed: `{primary}` for seeds {' '.join(map(str, seeds))} (– not run yet)."]
     if baseline:
         lines.append(
-            f"Δ: the mean over seeds of ({primary} of the entry − {primary} of `{baseline}`) for the same seed — a "
-            "seed fixes the initial weights, the data order and the augmentation, so the pair differs only in the "
-            "γ setting — with a Student-t 95 % confidence interval over the seed pairs. \"significant\": the "
-            "interval excludes 0 (each comparison on its own, no correction for testing several).")
+            f"Δ: the mean over seeds of ({primary} of the entry − {primary} of `{baseline}`) for the same seed — the "
+            "recipes seed before building the model, so one seed gives every policy the same initial weights and data "
+            "order (the header says where a run did not) — with a Student-t 95 % confidence interval over the seed "
+            "pairs. \"significant\": the interval excludes 0 (each comparison on its own, no correction for testing "
+            "several).")
     if extras:
         lines += ["", "Per-run diagnostics (mean over seeds):", ""]
         lines += ["| entry | " + " | ".join(extras) + " |", "|---|" + "---|" * len(extras)]

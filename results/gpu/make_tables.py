@@ -5,8 +5,9 @@
     hf-gammareg plot runs/gpu/session1/mt-hf-default runs/gpu/session1/mt-guidelines --out docs/gamma_norms_iwslt14_gpu.png
 
 Reads session*_results.json (each run's own results.json, as the recipes wrote them on the GPU
-machine) and sessions.json (what the device printed); the tables come out of recipes/sweep.py's
-`write_tables`, so they have the same layout as the CPU sweeps.
+machine) and sessions.json (what the device printed); the CSVs and tables come out of recipes/sweep.py's
+`append_row` and `render`, so they have the same layout as the CPU sweeps (with the paired difference to
+`hf-default`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "recipes"))
 
-from sweep import write_tables  # noqa: E402
+from sweep import append_row, parse_entry, record_row, render  # noqa: E402
 
 ENTRIES = {"hf-default": "hf-default", "guidelines": "guidelines", "guidelines-approx": "guidelines+approximate",
            "all": "all"}
@@ -34,11 +35,19 @@ def rows_for(prefix: str) -> list[dict]:
             if not run.startswith(prefix) or "results.json" not in files:
                 continue
             r = files["results.json"]
-            entry = ENTRIES[run[len(prefix):]]
-            rows.append({"entry": entry, "policy": r["gamma"]["policy"], "invariance": r["gamma"]["invariance"],
-                         "seed": r.get("seed"), "n_gammas": r["gamma"]["n_gammas"], "n_decayed": r["gamma"]["n_decayed"],
-                         **{k: r[k] for k in ("recipe", "metrics", "primary_metric", "paper", "train_loss", "wall_s")}})
+            rows.append(record_row(parse_entry(ENTRIES[run[len(prefix):]]), r.get("seed"), r))
     return rows
+
+
+def write_tables(name: str, rows: list[dict], header: list[str], title: str, order: list[str]) -> None:
+    csv_path = os.path.join(HERE, "..", f"{name}.csv")
+    if os.path.exists(csv_path):
+        os.remove(csv_path)
+    for k, row in enumerate(rows):
+        append_row(csv_path, row, header if k == 0 else [])
+    seeds = sorted({int(r["seed"]) for r in rows})
+    render(csv_path, os.path.join(HERE, "..", f"{name}.md"), title=title, baseline="hf-default", order=order,
+           seeds=seeds)
 
 
 def unpack_histories(target: str) -> None:
@@ -76,9 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         "--bf16 true; all-MiniLM-L6-v2 replaces bert-base-uncased, which cannot be downloaded here",
         f"seeds: {sorted({r['seed'] for r in sst2})}",
     ]
-    args = argparse.Namespace(results_dir=os.path.join(HERE, ".."), name="sst2_gpu",
-                              policies=list(ENTRIES.values()), seeds=sorted({r["seed"] for r in sst2}))
-    write_tables(args, sst2, header)
+    write_tables("sst2_gpu", sst2, header, "sst2_gpu: sst2_bert.py over γ policies (one H200)",
+                 list(ENTRIES.values()))
     mt = rows_for("mt-")
     header = common + [
         "config: recipes/configs/iwslt14_transformer.yaml (transformer_iwslt_de_en: 6+6 layers, d512, FFN 1024, "
@@ -87,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         "(~17.5 epochs of Multi30k, still inside the 4,000-step warmup), beam 5 on the 1,000-sentence test set",
         f"seeds: {sorted({r['seed'] for r in mt})}",
     ]
-    args = argparse.Namespace(results_dir=os.path.join(HERE, ".."), name="iwslt14_gpu_budget",
-                              policies=["hf-default", "guidelines"], seeds=sorted({r["seed"] for r in mt}))
-    write_tables(args, mt, header)
+    write_tables("iwslt14_gpu_budget", mt, header,
+                 "iwslt14_gpu_budget: iwslt14_transformer.py at 2,000 steps over γ policies (one H200)",
+                 ["hf-default", "guidelines"])
     print("wrote results/sst2_gpu.md and results/iwslt14_gpu_budget.md")
     return 0
 
