@@ -6,7 +6,8 @@
 
 For each ``model_type`` in ``CONFIG_MAPPING``: the default config with every layer count cut to 2 (a model
 on ``meta`` holds no memory, so widths do not matter; depth only costs time), the base model
-(``AutoModel``'s class for that config) built on ``meta`` — as ``hf-gammareg inspect`` builds models — and
+(``AutoModel``'s class for that config; for a sub-config without one — a VLM's text or vision part — the
+class of its modeling module built for exactly that config) built on ``meta`` — as ``hf-gammareg inspect`` builds models — and
 ``classify_gammas`` with no inputs. A model type whose config or model cannot be built at all is "not
 buildable" and is left out of the percentage. Each model runs in a worker process with a timeout; a worker
 that crashes or hangs is replaced and the model counted as such. Prints buildable / classified / errors by
@@ -69,7 +70,34 @@ def build(model_type: str):
         if isinstance(value, list) and isinstance(n, int) and len(value) > n:
             setattr(config, key, value[:n])
     with torch.device("meta"):
-        return AutoModel.from_config(config)
+        try:
+            return AutoModel.from_config(config)
+        except ValueError as exc:
+            # Sub-configs of composite models (a VLM's text or vision part) have no AutoModel entry; their
+            # own modeling module has the class whose `config_class` is this config.
+            cls = _model_class_for(config)
+            if cls is None:
+                raise exc
+            return cls(config)
+
+
+def _model_class_for(config):
+    """The base model class of ``config``'s modeling module built for exactly this config class, if one."""
+    import importlib
+
+    from transformers import PreTrainedModel
+
+    package = type(config).__module__.rsplit(".", 1)[0]
+    name = package.rsplit(".", 1)[-1]
+    try:
+        module = importlib.import_module(f"{package}.modeling_{name}")
+    except ImportError:
+        return None
+    found = [obj for obj in vars(module).values()
+             if isinstance(obj, type) and issubclass(obj, PreTrainedModel) and getattr(obj, "config_class", None) is type(config)
+             and "For" not in obj.__name__ and not obj.__name__.endswith("PreTrainedModel")]
+    found.sort(key=lambda c: (not c.__name__.endswith("Model"), len(c.__name__)))
+    return found[0] if found else None
 
 
 def work(model_type: str) -> dict:
