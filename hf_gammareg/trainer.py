@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import weakref
 
 import torch
@@ -136,6 +137,17 @@ class GammaRegMixin:
             logger.info("hf_gammareg: %d γ do not require grad and are left out of the optimizer", len(plan.frozen))
 
     # -- what travels with the model --------------------------------------------------------------------
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # During training (hub_strategy "every_save", "checkpoint"…) transformers copies only the modeling files of
+        # the checkpoint into output_dir before uploading output_dir; the γ config and report are the checkpoint's
+        # too, so they go up with every push, not only with the final one.
+        if self.is_world_process_zero():
+            for name in (CONFIG_NAME, REPORT_NAME):
+                source = os.path.join(checkpoint_folder, name)
+                if os.path.isfile(source):
+                    shutil.copy(source, os.path.join(self.args.output_dir, name))
+        super()._push_from_checkpoint(checkpoint_folder)
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call=_internal_call)
         output_dir = output_dir if output_dir is not None else self.args.output_dir

@@ -250,3 +250,17 @@ def test_config_push_to_a_branch_refuses_an_invalid_config(mock_hub):
     with pytest.raises(ValueError, match="policy: unknown gamma policy"):
         cfg.push_to_hub("someone/tiny", token="hf_fake")
     assert len(mock_hub.commits) == 1
+
+
+def test_pushes_during_training_carry_the_gamma_files(tmp_path, mock_hub):
+    """hub_strategy every_save: each checkpoint's push uploads gammareg_config.json and gamma_report.json with
+    the weights (transformers copies only the modeling files of a checkpoint before uploading output_dir)."""
+    trainer = _train(tmp_path, push_to_hub=True, hub_model_id="someone/tiny-resnet", hub_token="hf_fake",
+                     save_strategy="steps", save_steps=2, hub_strategy="every_save")
+    trainer._finish_current_push()
+    during = [c for c in mock_hub.commits if c["summary"].startswith("Training in progress")]
+    assert during, "no push during training"
+    files = during[0]["files"]
+    assert "model.safetensors" in files and "gammareg_config.json" in files and "gamma_report.json" in files
+    assert json.loads(files["gammareg_config.json"])["policy"] == "guidelines"
+    assert set(json.loads(files["gamma_report.json"])["roles"]) == set(ALL_GAMMAS)
