@@ -248,6 +248,9 @@ def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, ord
     summaries = {m: {s.label: s for s in summarize(rows, m, baseline=baseline, label_key=label_key, order=order)}
                  for m in metrics}
     labels = list(summaries[primary])
+    # Percentages and BLEU read well to 2 decimals; losses and perplexities (below 10) need 4.
+    dec = {m: 4 if max((abs(v) for s in summaries[m].values() for v in s.values), default=0) < 10 else 2
+           for m in metrics}
     specs = {r[label_key]: r for r in rows}
     cols = ["entry", "γ setting", "γ decayed / total", *(f"{m} (mean ± std)" for m in metrics)]
     if baseline:
@@ -266,19 +269,21 @@ def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, ord
             setting += f", γ wd {spec['gamma_weight_decay']}"
         decayed = ", ".join(sorted({f"{r['n_decayed']} / {r['n_gammas']}" for r in runs}))
         cells = [f"`{label}`", setting, decayed]
-        cells += [f"{summaries[m][label].mean:.2f} ± {summaries[m][label].std:.2f}" if label in summaries[m] else "–"
+        cells += [f"{summaries[m][label].mean:.{dec[m]}f} ± {summaries[m][label].std:.{dec[m]}f}" if label in summaries[m] else "–"
                   for m in metrics]
         s = summaries[primary][label]
         if baseline:
             if label == baseline:
                 cells += ["(baseline)", ""]
             elif s.ci is not None:
-                cells += [f"{_fmt(s.diff)} [{_fmt(s.ci[0])}, {_fmt(s.ci[1])}] (n={s.n_pairs})",
+                d = dec[primary]
+                cells += [f"{_fmt(s.diff, d)} [{_fmt(s.ci[0], d)}, {_fmt(s.ci[1], d)}] (n={s.n_pairs})",
                           "**yes**" if s.significant else "no"]
             else:
-                cells += [f"{_fmt(s.diff)} (n={s.n_pairs}, no CI)", "–"]
+                cells += [f"{_fmt(s.diff, dec[primary])} (n={s.n_pairs}, no CI)", "–"]
         by_seed = dict(zip(s.seeds, s.values))
-        cells.append(", ".join(f"{by_seed[k]:.2f}" if k in by_seed else "–" for k in seeds + sorted(set(by_seed) - set(seeds))))
+        cells.append(", ".join(f"{by_seed[k]:.{dec[primary]}f}" if k in by_seed else "–"
+                               for k in seeds + sorted(set(by_seed) - set(seeds))))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Per seed: `{primary}` for seeds {' '.join(map(str, seeds))} (– not run yet)."]
     if baseline:
