@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import weakref
 from typing import Any, Mapping
 
@@ -319,6 +320,8 @@ class _MetaForward(TorchDispatchMode):
                 return None
         elif not (func in _FACTORIES and _is_meta_device(kwargs.get("device"))):
             return None
+        if _value_size_bound(func, args, metas) > _MAX_TRACKED:
+            return None  # a big mask or grid (a long sequence, a high-resolution image): shapes only, no values
         cpu = [self.values[x] if _is_meta(x) else x for x in flat]
         cpu_args, cpu_kwargs = tree_unflatten(cpu, spec)
         if "device" in cpu_kwargs and _is_meta_device(cpu_kwargs["device"]):
@@ -358,6 +361,30 @@ class _MetaForward(TorchDispatchMode):
             return meta
 
         return tree_map(twin, out)
+
+
+def _value_size_bound(func, args, metas) -> int:
+    """Elements of the value an op would compute: a factory's requested size, else the broadcast of its operands
+    (elementwise ops; reductions and indexing make less). Computing a value costs real memory and time, so one
+    past ``_MAX_TRACKED`` is not computed (``repeat``-like ops that grow beyond their operands are rare here)."""
+    if not metas:
+        size = args[0] if args and isinstance(args[0], (list, tuple, torch.Size)) else None
+        if func in (_aten.arange.default, _aten.arange.start, _aten.arange.start_step):
+            numbers = [a for a in args if isinstance(a, (int, float))]
+            if len(numbers) == 1:
+                return int(abs(numbers[0]))
+            if len(numbers) >= 2:
+                step = numbers[2] if len(numbers) > 2 else 1
+                return int(abs((numbers[1] - numbers[0]) / (step or 1)))
+            return 0
+        return math.prod(int(d) for d in size) if size is not None else 1
+    shape: tuple = ()
+    for tensor in metas:
+        try:
+            shape = _broadcast(shape, tensor.shape)
+        except RuntimeError:  # not broadcastable (cat, matmul…): bound by the sum of the operands
+            return sum(t.numel() for t in metas)
+    return math.prod(shape)
 
 
 def first_device(args):
