@@ -30,7 +30,7 @@ from collections import Counter
 
 LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers",
               "num_encoder_layers", "num_decoder_layers", "text_layers", "vision_layers", "num_text_layers",
-              "num_vision_layers", "num_backbone_layers", "depth", "num_transformer_layers")
+              "num_vision_layers", "num_backbone_layers", "depth", "num_transformer_layers", "num_blocks")
 
 
 def shrink(config, seen=None) -> None:
@@ -122,6 +122,18 @@ def work(model_type: str) -> dict:
             warnings.simplefilter("always")
             report = classify_gammas(model)
         out["classify_s"] = round(time.perf_counter() - start, 3)
+        # hf-default must be exactly transformers.Trainer's split: its own method against the rule hf_gammareg
+        # applies when the Trainer is not imported.
+        from torch import nn
+        from transformers import Trainer
+        from transformers.trainer_pt_utils import get_parameter_names
+
+        from hf_gammareg.policy import _HF_NO_DECAY_PATTERNS
+
+        trainer_rule = set(Trainer.get_decay_parameter_names(None, model))
+        own_rule = set(get_parameter_names(model, [nn.LayerNorm], _HF_NO_DECAY_PATTERNS))
+        out["hf_default_matches_trainer"] = (trainer_rule == own_rule
+                                             and set(report.hf_default) == trainer_rule & set(report.gammas))
         out.update(status="classified", device=report.device, n_gammas=len(report.gammas),
                    roles=dict(Counter(report.roles.values())), unused=len(report.unused),
                    warnings=[str(w.message)[:300] for w in caught if "γ" in str(w.message) or "gamma" in str(w.message)])
@@ -250,6 +262,10 @@ def summarize(rows: list[dict], slowest: int = 10) -> str:
             members = [r["model_type"] for r in failures
                        if f"{r['status']}: {r.get('error_class', '?')}: {(r.get('error') or '')[:90]}" == text]
             lines.append(f"  {n:3d}  {text}  [{', '.join(members[:8])}{' …' if len(members) > 8 else ''}]")
+    checked = [r for r in classified if "hf_default_matches_trainer" in r]
+    mismatched = [r["model_type"] for r in checked if not r["hf_default_matches_trainer"]]
+    lines.append(f"hf-default equals transformers.Trainer's split: {len(checked) - len(mismatched)} / {len(checked)}"
+                 + (f" (differs: {', '.join(mismatched)})" if mismatched else ""))
     warned = [r for r in classified if r.get("warnings")]
     if warned:
         lines.append(f"classified with a γ warning: {len(warned)}: {', '.join(r['model_type'] for r in warned)}")
