@@ -193,6 +193,32 @@ def test_clip_images_at_the_vision_sub_config_size():
     }
 
 
+def test_sub_config_built_anew_on_every_access_does_not_hang_the_input_builder():
+    # WavTokenizer's config exposes `encoder_config` as a property that builds a new config each time, so a
+    # walk over sub-configs that stops only at objects it has seen never ends. Inputs still come out.
+    from transformers import PretrainedConfig
+
+    class EndlessConfig(PretrainedConfig):
+        model_type = "endless-test"
+
+        @property
+        def encoder_config(self):
+            return EndlessConfig(image_size=40)
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = EndlessConfig(image_size=40)
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.norm = torch.nn.BatchNorm2d(4)
+
+        def forward(self, pixel_values):
+            return self.norm(self.conv(pixel_values)).mean()
+
+    batch = dummy_inputs(Tiny())
+    assert tuple(batch["pixel_values"].shape[-2:]) == (40, 40)
+
+
 def test_convnext_layer_scale_parameters_are_branch_gammas():
     from transformers import ConvNextConfig, ConvNextModel
 

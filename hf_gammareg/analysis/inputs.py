@@ -57,19 +57,25 @@ def _first_param_module(model: nn.Module) -> nn.Module | None:
 
 
 def _configs(config) -> list:
-    """``config`` and its sub-configs (vision/audio/text/backbone…), nearest first."""
-    out, seen, queue = [], set(), [config]
+    """``config`` and its sub-configs (vision/audio/text/backbone…), nearest first, at most 3 levels deep.
+
+    The depth bound matters: some configs expose a sub-config as a property that builds a new object on every
+    access (WavTokenizer's ``encoder_config``), so identity alone never closes the walk.
+    """
+    out, seen, queue = [], set(), [(config, 0)]
     while queue:
-        c = queue.pop(0)
+        c, depth = queue.pop(0)
         if c is None or id(c) in seen:
             continue
         seen.add(id(c))
         out.append(c)
+        if depth >= 3:
+            continue
         for key in list(getattr(c, "sub_configs", {}) or {}) + ["vision_config", "audio_config", "backbone_config",
                                                                  "encoder_config", "text_config"]:
             sub = getattr(c, key, None)
             if sub is not None and hasattr(sub, "to_dict"):
-                queue.append(sub)
+                queue.append((sub, depth + 1))
     return out
 
 
