@@ -257,3 +257,22 @@ def test_layer_scale_needs_the_residual_shape():
 
     report = classify_gammas(Gate(), torch.zeros(2, 8))
     assert roles(report) == {"norm.weight": "branch", "scale": "branch"}
+
+
+def test_a_sub_model_fed_hidden_states_gets_a_sequence_of_its_width():
+    # FLAVA's multimodal encoder takes the two towers' projected outputs: its main input is `hidden_states`.
+    # A pre-LN ViT-style block stack: block norms on the branch, the final layernorm before the pooler/output.
+    from transformers.models.flava import FlavaMultimodalConfig, FlavaMultimodalModel
+
+    config = FlavaMultimodalConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    with torch.device("meta"):
+        model = FlavaMultimodalModel(config)
+    assert model.main_input_name == "hidden_states"
+    assert tuple(dummy_inputs(model, device="meta")["hidden_states"].shape)[-1] == 32
+    assert roles(classify_gammas(model)) == {
+        "encoder.layer.0.layernorm_before.weight": "branch",
+        "encoder.layer.0.layernorm_after.weight": "branch",
+        "encoder.layer.1.layernorm_before.weight": "branch",
+        "encoder.layer.1.layernorm_after.weight": "branch",
+        "layernorm.weight": "head",
+    }

@@ -198,6 +198,11 @@ class _Builder:
                     for n in (_find(self.config, "context_length", "context_len", default=64),)]
         if name.endswith("_mask") and name not in ("attention_mask", "decoder_attention_mask"):
             return [torch.ones(_BATCH, n, dtype=torch.long, device=self.device) for n in (_SEQ, 16, 60, 400)]
+        if name in ("hidden_states", "inputs_embeds", "encoder_hidden_states"):
+            # Sub-models fed by another module (projector-fed encoders, a decoder half): a sequence of vectors
+            # of the model's width.
+            width = _find(self.config, "hidden_size", "d_model", "embed_dim", "n_embd", "dim")
+            return [self.zeros(_BATCH, _SEQ, width)] if width else []
         if name == "bbox":
             return [torch.zeros(_BATCH, _SEQ, 4, dtype=torch.long, device=self.device)]
         return []
