@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from hf_gammareg.sweeps import read_sweep_csv, t95  # noqa: E402
+from hf_gammareg.sweeps import read_sweep_csv, t95
 
 
 def _values(path: str, metric: str) -> tuple[list[str], list[tuple[int, float, dict]]]:
@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             "contains 0: within seed noise at this number of seeds"
         dfs = f", Welch df {df:.1f} → t at {max(1, math.floor(df))}" if df is not None else ""
         lines.append(f"- B − A = {diff:+.2f}, 95 % CI [{ci[0]:+.2f}, {ci[1]:+.2f}]{dfs}: the interval {verdict}")
-    lines += ["", "Runs are not paired: the two recipes draw head initialization, data order and dropout from "
-              "different random streams, so the interval is Welch's (unequal variances), not a paired one.", ""]
+    lines += ["", ("Runs are not paired: the two recipes draw head initialization, data order and dropout from "
+                   "different random streams, so the interval is Welch's (unequal variances), not a paired one."), ""]
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     print("\n".join(lines[-6:]))
