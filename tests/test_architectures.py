@@ -276,3 +276,17 @@ def test_a_sub_model_fed_hidden_states_gets_a_sequence_of_its_width():
         "encoder.layer.1.layernorm_after.weight": "branch",
         "layernorm.weight": "head",
     }
+
+
+def test_a_long_forecasting_context_is_cut_for_the_dummy_series():
+    # TimesFM 2.5 loops in Python over each 32-step patch of its 16,384-step context: the dummy series is cut
+    # to 512 steps first (the full context stays as a later candidate), and the model still classifies.
+    from transformers import TimesFm2_5Config, TimesFm2_5Model
+
+    config = TimesFm2_5Config(num_hidden_layers=1)  # the default width (1280) costs nothing on meta
+    assert config.context_length == 16384
+    with torch.device("meta"):
+        model = TimesFm2_5Model(config)
+    assert tuple(dummy_inputs(model, device="meta")["past_values"].shape)[:2] == (2, 512)
+    report = classify_gammas(model)
+    assert report.gammas and not report.unused
