@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metric", default="eval_accuracy")
     p.add_argument("--out", required=True)
     p.add_argument("--title", required=True)
+    p.add_argument("--note", action="append", default=[], help="a paragraph to add under the numbers (repeatable)")
     args = p.parse_args(argv)
     header_a, runs_a = _values(args.csv_a, args.metric)
     header_b, runs_b = _values(args.csv_b, args.metric)
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"- B − A = {diff:+.2f}, 95 % CI [{ci[0]:+.2f}, {ci[1]:+.2f}]{dfs}: the interval {verdict}")
     lines += ["", ("Runs are not paired: the two recipes draw head initialization, data order and dropout from "
                    "different random streams, so the interval is Welch's (unequal variances), not a paired one."), ""]
+    for note in args.note:
+        lines += [note, ""]
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     print("\n".join(lines[-6:]))
