@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
     diff, ci, df = welch(a, b)
     lines = [f"# {args.title}", "",
-             f"- made by: `python results/compare_recipes.py {args.csv_a} {args.csv_b} --metric {args.metric} "
-             f"--out {args.out} --title ...{' --note ...' if args.note else ''}`"]
+             (f"- made by: `python results/compare_recipes.py {args.csv_a} {args.csv_b} --metric {args.metric} "
+              f"--out {args.out} --title ...{' --note ...' if args.note else ''}`")]
     for name, header in ((args.csv_a, header_a), (args.csv_b, header_b)):
         lines.append(f"- `{name}`:")
         lines += [f"  - {h}" for h in header]
