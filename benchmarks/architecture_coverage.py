@@ -124,14 +124,12 @@ def work(model_type: str) -> dict:
         out["classify_s"] = round(time.perf_counter() - start, 3)
         # hf-default must be exactly transformers.Trainer's split: its own method against the rule hf_gammareg
         # applies when the Trainer is not imported.
-        from torch import nn
         from transformers import Trainer
-        from transformers.trainer_pt_utils import get_parameter_names
 
-        from hf_gammareg.policy import _HF_NO_DECAY_PATTERNS
+        from hf_gammareg.policy import _hf_rule_without_trainer
 
         trainer_rule = set(Trainer.get_decay_parameter_names(None, model))
-        own_rule = set(get_parameter_names(model, [nn.LayerNorm], _HF_NO_DECAY_PATTERNS))
+        own_rule = _hf_rule_without_trainer(model)
         out["hf_default_matches_trainer"] = (trainer_rule == own_rule
                                              and set(report.hf_default) == trainer_rule & set(report.gammas))
         out.update(status="classified", device=report.device, n_gammas=len(report.gammas),

@@ -181,6 +181,11 @@ def hf_default_decay_names(model: "nn.Module") -> set[str]:
     trainer_module = sys.modules.get("transformers.trainer")
     if trainer_module is not None:
         return set(trainer_module.Trainer.get_decay_parameter_names(None, model))
+    return _hf_rule_without_trainer(model)
+
+
+def _hf_rule_without_trainer(model: "nn.Module") -> set[str]:
+    """``Trainer.get_decay_parameter_names`` re-applied through ``trainer_pt_utils`` (no Trainer import)."""
     from torch import nn
     from transformers.trainer_pt_utils import get_parameter_names
 
