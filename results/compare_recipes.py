@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -21,9 +22,7 @@ from hf_gammareg.sweeps import read_sweep_csv, t95
 
 
 def _values(path: str, metric: str) -> tuple[list[str], list[tuple[int, float, dict]]]:
-    with open(path, encoding="utf-8") as f:
-        header = [line[2:].rstrip("\n") for line in f if line.startswith("# ")]
-    _, rows = read_sweep_csv(path)
+    header, rows = read_sweep_csv(path)
     runs = sorted(((int(r["seed"]), float(r[metric]), r) for r in rows if r.get(metric) not in (None, "")),
                   key=lambda run: run[0])
     if not runs:
@@ -33,11 +32,10 @@ def _values(path: str, metric: str) -> tuple[list[str], list[tuple[int, float, d
 
 def welch(a: list[float], b: list[float]) -> tuple[float, tuple[float, float] | None, float | None]:
     """Mean of b − mean of a, its 95 % Welch interval and degrees of freedom (None with < 2 runs a side)."""
-    diff = sum(b) / len(b) - sum(a) / len(a)
+    diff = statistics.mean(b) - statistics.mean(a)
     if len(a) < 2 or len(b) < 2:
         return diff, None, None
-    va = sum((x - sum(a) / len(a)) ** 2 for x in a) / (len(a) - 1) / len(a)
-    vb = sum((x - sum(b) / len(b)) ** 2 for x in b) / (len(b) - 1) / len(b)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)  # squared standard errors
     se = math.sqrt(va + vb)
     if se == 0:
         return diff, (diff, diff), None
@@ -60,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     a, b = [v for _, v, _ in runs_a], [v for _, v, _ in runs_b]
 
     def mean_std(x):
-        m = sum(x) / len(x)
-        s = math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1)) if len(x) > 1 else float("nan")
-        return m, s
+        return statistics.mean(x), statistics.stdev(x) if len(x) > 1 else float("nan")
 
     diff, ci, df = welch(a, b)
     lines = [f"# {args.title}", "",
