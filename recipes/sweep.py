@@ -252,6 +252,7 @@ def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, ord
     dec = {m: 4 if max((abs(v) for s in summaries[m].values() for v in s.values), default=0) < 10 else 2
            for m in metrics}
     specs = {r[label_key]: r for r in rows}
+    any_gwd = any(r.get("gamma_weight_decay") for r in rows)
     cols = ["entry", "γ setting", "γ decayed / total", *(f"{m} (mean ± std)" for m in metrics)]
     if baseline:
         cols += [f"Δ {primary} vs `{baseline}` [95 % CI]", "significant"]
@@ -267,6 +268,8 @@ def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, ord
             setting += f", exclude `{_cell(spec['exclude'])}`"
         if spec.get("gamma_weight_decay"):
             setting += f", γ wd {spec['gamma_weight_decay']}"
+        elif any_gwd and spec.get("policy") != "none":  # say what the other γ get when some entries set it
+            setting += ", γ wd = weight decay"
         decayed = ", ".join(sorted({f"{r['n_decayed']} / {r['n_gammas']}" for r in runs}))
         cells = [f"`{label}`", setting, decayed]
         cells += [f"{summaries[m][label].mean:.{dec[m]}f} ± {summaries[m][label].std:.{dec[m]}f}" if label in summaries[m] else "–"

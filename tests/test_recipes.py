@@ -166,6 +166,23 @@ def test_sweep_writes_tables(parallel, tmp_path):
     assert "| `none` | none | 0 / 5 |" in table and "| `all` | all | 5 / 5 |" in table and "hardware:" in table
 
 
+def test_sweep_table_names_the_gamma_coefficient_of_every_entry(tmp_path):
+    """Once one entry sets gamma_weight_decay, the others' rows say their γ get the run's weight decay."""
+    sweep = load("sweep")
+    csv_path, md_path = str(tmp_path / "t.csv"), str(tmp_path / "t.md")
+    for text, seed, decayed, bleu in [("none", 1, 0, 30.0), ("guidelines+approximate", 1, 14, 30.5),
+                                      ("g05=guidelines@gwd=0.5", 1, 7, 29.5)]:
+        record = {"metrics": {"tok_bleu": bleu}, "gamma": {"n_gammas": 15, "n_decayed": decayed},
+                  "primary_metric": "tok_bleu"}
+        sweep.append_row(csv_path, sweep.record_row(sweep.parse_entry(text), seed, record), ["command: test"])
+    sweep.render(csv_path, md_path, title="t", baseline="none",
+                 order=["none", "guidelines+approximate", "g05"], seeds=[1])
+    table = open(md_path, encoding="utf-8").read()
+    assert "| `none` | none | 0 / 15 |" in table
+    assert "| `guidelines+approximate` | guidelines + approximate, γ wd = weight decay | 14 / 15 |" in table
+    assert "| `g05` | guidelines, γ wd 0.5 | 7 / 15 |" in table
+
+
 def test_token_batches_cover_every_sentence_once():
     mt = load("iwslt14_transformer")
     lengths = [3, 9, 4, 4, 12, 7, 1, 5, 5, 8, 2, 6]
