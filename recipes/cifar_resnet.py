@@ -42,7 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, 
 
 from modeling_cifar_resnet import (CIFAR10_CLASSES, CifarResNetConfig, CifarResNetForImageClassification,
                                    check_depth)
-from recipe_utils import Stopwatch, ThroughputCallback, gamma_record, parse_args, write_results
+from recipe_utils import (GammaTrajectoryCallback, Stopwatch, ThroughputCallback, gamma_record, parse_args,
+                          write_results)
 from transformers import HfArgumentParser, set_seed
 
 from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments, find_gammas
@@ -79,6 +80,8 @@ class CifarArguments:
     torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads; default: torch's."})
     results_file: str | None = field(default=None, metadata={"help": "Defaults to <output_dir>/results.json."})
     save_model: bool = field(default=False, metadata={"help": "Save the trained model into output_dir."})
+    trajectory_window: int = field(
+        default=100, metadata={"help": "Steps per point of the γ RMS / effective-step trajectory in results.json."})
 
 
 def make_parser() -> HfArgumentParser:
@@ -340,10 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     # 10,000 images / 128 = 79 steps per epoch on one device (50,000 / 128 = 391).
     images_per_step = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
                        * max(1, training_args.world_size))
+    gamma_names = set(find_gammas(model))
+    trajectory = GammaTrajectoryCallback(gamma_category, gamma_names, window=args.trajectory_window)
     trainer = CifarTrainer(model=model, args=training_args, train_dataset=IndexDataset(len(train_idx)),
                            eval_dataset=IndexDataset(len(test_idx)), compute_metrics=compute_metrics,
-                           train_batches=train, eval_batches=test, callbacks=[ThroughputCallback(images_per_step)])
-    gamma_names = set(find_gammas(model))
+                           train_batches=train, eval_batches=test,
+                           callbacks=[ThroughputCallback(images_per_step), trajectory])
     gamma_start = gamma_rms_by_category(model, gamma_names)
     train_start = time.perf_counter()
     train_out = trainer.train()
@@ -359,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     data_share = train.seconds / train_seconds
     print_ = trainer.accelerator.print
     print_(f"hf_gammareg: {gammas['summary']}")
-    print_(f"trained on {len(train_idx):,} images at {images_per_s:.0f} images/s (data path {100 * data_share:.1f} % "
+    horizon = trajectory.horizon()
+    print_(f"decay horizon (measured): Σ lr·λ/(1 − momentum) = {horizon['decay_horizon']:.3f} over "
+           f"{horizon['steps']:,} steps; weight decay alone shrinks a decayed parameter to {horizon['shrink']:.3f}")
+    print_(f"trained on {images:,} images ({len(train_idx):,} distinct) at {images_per_s:.0f} images/s (data path {100 * data_share:.1f} % "
            f"of the training time); test accuracy {metrics['eval_accuracy']:.2f} % on {len(test_idx):,} images")
     print_("γ RMS by BN category, start -> end: " + ", ".join(
         f"{cat} {gamma_start[cat]:.3f} -> {gamma_end[cat]:.3f}" for cat in CATEGORIES if cat in gamma_end))
@@ -374,10 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         "gamma_rms_start": gamma_start, "gamma_rms_end": gamma_end,
         "decayed_by_category": {cat: len(v) for cat, v in decayed_by_category.items()},
         "table_columns": {
+            "decay_horizon": horizon["decay_horizon"], "shrink": horizon["shrink"],
             "images_per_s": round(images_per_s, 1), "data_share": round(data_share, 4),
             **{f"decayed_{cat}": len(v) for cat, v in decayed_by_category.items()},
             **{f"gamma_rms_{cat}": v for cat, v in gamma_end.items()},
         },
+        "decay_horizon_measured": horizon, "gamma_trajectory": trajectory.trajectory,
         "gamma": gammas, "wall_s": clock.seconds(),
     })
     return 0

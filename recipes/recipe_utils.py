@@ -180,3 +180,85 @@ def gamma_rms_by_role(model: torch.nn.Module, report) -> dict[str, float]:
         s[0] += float(p.detach().float().pow(2).sum())
         s[1] += p.numel()
     return {role: round(math.sqrt(total / count), 5) for role, (total, count) in sorted(sums.items())}
+
+
+class GammaTrajectoryCallback(TrainerCallback):
+    """γ RMS and effective step size per category over training, and the run's measured decay horizon.
+
+    Every step it records, for each category (``category(name)`` → a label or ``None``), the mean over
+    that category's γ tensors of ``‖γ_{t+1} − γ_t‖ / ‖γ_t‖`` — the effective step the optimizer took on
+    them, which for a γ under weight decay is where the paper's effective learning rate η/‖γ‖² shows — and
+    averages it over windows of ``window`` steps, together with the γ RMS at the window's end.
+
+    It also sums the learning rate the optimizer used at every step for the group that decays γ (or, when
+    no γ is decayed, the group with the largest weight decay): the decay horizon of the run, measured,
+    ``Σ_t lr_t·λ`` (÷ (1 − momentum) for SGD's coupled L2), and the exact factor by which weight decay
+    alone (a zero loss gradient) multiplies a parameter of that group over the run.
+    """
+
+    def __init__(self, category, gammas: set[str], window: int = 100):
+        self.category, self.gammas, self.window = category, set(gammas), window
+        self.params: dict[str, list] = {}
+        self.previous: dict[int, torch.Tensor] = {}
+        self.sums: dict[str, list[float]] = {}
+        self.trajectory: list[dict[str, Any]] = []
+        self.lrs: list[float] = []
+        self.group: dict[str, Any] | None = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.params = {}
+        for name, p in model.named_parameters():
+            cat = self.category(name) if name in self.gammas else None
+            if cat is not None:
+                self.params.setdefault(cat, []).append(p)
+        self.previous = {id(p): p.detach().clone() for ps in self.params.values() for p in ps}
+
+    def _decay_group(self, optimizer) -> dict[str, Any]:
+        gamma_ids = {id(p) for ps in self.params.values() for p in ps}
+        groups = [g for g in optimizer.param_groups if g.get("weight_decay", 0) > 0]
+        holding = [g for g in groups if any(id(p) in gamma_ids for p in g["params"])]
+        return max(holding or groups or optimizer.param_groups, key=lambda g: g.get("weight_decay", 0))
+
+    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+        if optimizer is None:
+            return
+        if self.group is None:
+            self.group = self._decay_group(optimizer)
+        self.lrs.append(float(self.group["lr"]))
+
+    @torch.no_grad()
+    def on_step_end(self, args, state, control, **kwargs):
+        for cat, ps in self.params.items():
+            ratios = []
+            for p in ps:
+                prev = self.previous[id(p)]
+                ratios.append(float((p.detach() - prev).norm() / prev.norm().clamp_min(1e-12)))
+                prev.copy_(p.detach())
+            s = self.sums.setdefault(cat, [0.0, 0])
+            s[0] += sum(ratios) / len(ratios)
+            s[1] += 1
+        if state.global_step % self.window == 0 or state.global_step == state.max_steps:
+            row: dict[str, Any] = {"step": state.global_step}
+            for cat, ps in self.params.items():
+                total, n = self.sums.pop(cat, [0.0, 0])
+                sq = sum(float(p.detach().float().pow(2).sum()) for p in ps)
+                row[f"gamma_rms_{cat}"] = round(math.sqrt(sq / sum(p.numel() for p in ps)), 5)
+                row[f"step_ratio_{cat}"] = total / n if n else None
+            self.trajectory.append(row)
+
+    def horizon(self) -> dict[str, Any]:
+        """The measured decay horizon: ``{"decay_horizon": Σ, "shrink": factor, ...}`` of the decay group."""
+        g = self.group or {}
+        wd, momentum = float(g.get("weight_decay", 0.0)), float(g.get("momentum", 0.0) or 0.0)
+        dampening, nesterov = float(g.get("dampening", 0.0) or 0.0), bool(g.get("nesterov", False))
+        # torch.optim.SGD with a zero loss gradient: d = λ·p; buf = μ·buf + (1 − dampening)·d (buf = d on the
+        # first step); d = d + μ·buf under Nesterov, else d = buf; p -= lr·d.
+        p, buf = 1.0, None
+        for lr in self.lrs:
+            d = wd * p
+            if momentum:
+                buf = d if buf is None else momentum * buf + (1 - dampening) * d
+                d = d + momentum * buf if nesterov else buf
+            p -= lr * d
+        return {"decay_horizon": round(wd * sum(self.lrs) / (1 - momentum), 4), "shrink": round(p, 5),
+                "weight_decay": wd, "momentum": momentum, "nesterov": nesterov, "steps": len(self.lrs)}

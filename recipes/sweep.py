@@ -312,7 +312,7 @@ def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, ord
 
 def _is_extra(key: str, rows: list[dict]) -> bool:
     """Recipe diagnostics (``table_columns``) as opposed to metrics: the names the recipes use for them."""
-    return key.startswith(("gamma_rms_", "decayed_", "data_share", "threads")) or key.endswith("_per_s")
+    return key.startswith(("gamma_rms_", "decayed_", "data_share", "threads", "decay_horizon", "shrink")) or key.endswith("_per_s")
 
 
 def _reap(jobs: list, record, block: bool) -> list:
