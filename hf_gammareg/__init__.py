@@ -2,7 +2,8 @@
 
 The analysis (`classify_gammas`, `GammaReport`) and the policies load fast; the rest is loaded on first
 use, so `hf-gammareg inspect` starts in the time torch takes to import: `param_groups` (and `decay_plan`,
-`l2_penalty`) for any `torch.optim` optimizer and training loop, and the Trainer-side names
+`l2_penalty`) for any `torch.optim` optimizer and training loop, `decay_horizon` (what weight decay alone does
+to a parameter over a run, from the optimizer and scheduler), and the Trainer-side names
 (`GammaRegTrainer`, the TrainingArguments subclasses, `GammaNormCallback`), which import `transformers.Trainer`.
 """
 
@@ -29,6 +30,9 @@ _LAZY = {
     "GammaDecayPlan": "_param_groups",
     "gamma_decay_plan": "_param_groups",
     "unwrap_model": "_param_groups",
+    "decay_horizon": "horizon",
+    "planned_decay_horizon": "horizon",
+    "GroupHorizon": "horizon",
     "GammaNormCallback": "callbacks",
     "gamma_norm_stats": "callbacks",
     "plot_history": "callbacks",

@@ -20,6 +20,7 @@ from torch import nn
 
 from .analysis import classify_gammas
 from .config import GammaRegConfig
+from .horizon import GroupHorizon, decay_horizon, horizon_lines
 from .policy import compile_patterns, hf_default_decay_names
 from .report import GammaReport
 from .roles import ROLES
@@ -144,6 +145,27 @@ class GammaDecayPlan:
             groups.append({"params": gammas, "weight_decay": self.coefficient, "gamma_group": True})
         return groups
 
+    # -- the decay horizon ------------------------------------------------------------------------------------
+    def horizon(self, model: nn.Module, optimizer, num_steps: int, lr_scheduler=None) -> GroupHorizon:
+        """What weight decay alone does to the decayed γ of ``model`` over ``num_steps`` steps of ``optimizer``.
+
+        The horizon (:func:`hf_gammareg.decay_horizon`) of the parameter group that holds the decayed γ — or,
+        when the policy decays none, of the group with the largest weight decay (what decay would do to a γ
+        moved there). Under ``regularization="l2"`` the γ's L2 penalty at the plan's coefficient.
+        """
+        groups = getattr(optimizer, "param_groups", None) or []
+        params = dict(model.named_parameters())
+        decayed_ids = {id(params[n]) for n in self.decayed if n in params}
+        holding = next((k for k, g in enumerate(groups) if any(id(p) in decayed_ids for p in g["params"])), None)
+        if holding is None:
+            holding = max(range(len(groups)), key=lambda k: groups[k].get("weight_decay", 0) or 0) if groups else 0
+        penalty = {holding: self.coefficient} if self.regularization == "l2" and self.decayed else None
+        return decay_horizon(optimizer, num_steps, lr_scheduler, penalty=penalty)[holding]
+
+    def horizon_lines(self, horizon: GroupHorizon | None) -> tuple[str | None, str | None]:
+        """``(the table's "decay horizon:" line, the "!" notice when decay barely moves γ)`` (see `horizon_lines`)."""
+        return horizon_lines(horizon, len(self.decayed))
+
     # -- what the optimizer does, γ by γ ------------------------------------------------------------------
     def _rows(self, model: nn.Module, optimizer) -> list[dict]:
         params = dict(model.named_parameters())
@@ -230,13 +252,19 @@ class GammaDecayPlan:
                                "table.")
         return out
 
-    def to_table(self, model: nn.Module, optimizer=None, *, arg_prefix: str = "") -> str:
+    def to_table(self, model: nn.Module, optimizer=None, *, arg_prefix: str = "", lr_scheduler=None,
+                 num_steps: int | None = None, horizon: GroupHorizon | None = None) -> str:
         """What ``optimizer`` does to each γ of ``model``: a header, one row per γ, a summary, the notices.
 
         The coefficient column is read from ``optimizer.param_groups`` (the plan's own value, marked as
         planned, when ``optimizer`` is ``None``). Rows: parameter (as the analysis names it), role,
-        decayed, coefficient, reason; "(include)"/"(exclude)" marks a decision a regex changed.
+        decayed, coefficient, reason; "(include)"/"(exclude)" marks a decision a regex changed. Given
+        ``num_steps`` (and the ``lr_scheduler``, if any) with the optimizer — or a computed ``horizon`` — a
+        "decay horizon:" line says what weight decay alone does to the decayed γ over the run.
         """
+        if horizon is None and optimizer is not None and num_steps is not None:
+            horizon = self.horizon(model, optimizer, num_steps, lr_scheduler)
+        horizon_line, horizon_notice = self.horizon_lines(horizon)
         rows = self._rows(model, optimizer)
         cfg = self.config
         header = "γ weight decay " + ("of this optimizer" if optimizer is not None else
@@ -266,7 +294,11 @@ class GammaDecayPlan:
         numel_on, numel_all = sum(r["numel"] for r in on), sum(r["numel"] for r in rows)
         lines += ["", (f"{len(on)} of {len(rows)} γ decayed ({numel_on:,} of {numel_all:,} values); "
                        f"decayed/total by role: {', '.join(by_role)}")]
+        if horizon_line:
+            lines.append(horizon_line)
         lines += [f"! {n}" for n in self._notices(rows, optimizer, arg_prefix)]
+        if horizon_notice:
+            lines.append(f"! {horizon_notice}")
         return "\n".join(lines)
 
 

@@ -202,8 +202,11 @@ def plot_history(run_dirs: Iterable[str], out_path: str, *, stat: str = "norm", 
 
 
 def model_card_section(report: GammaReport, policy: str, decayed: set[str], coefficient: float,
-                       regularization: str, invariance: str) -> str:
-    """The "γ regularization" section GammaRegTrainer appends to the model card."""
+                       regularization: str, invariance: str, horizon: str | None = None) -> str:
+    """The "γ regularization" section GammaRegTrainer appends to the model card.
+
+    ``horizon``: the "decay horizon: …" line of the run (what weight decay alone did to the decayed γ).
+    """
     counts = report.counts()
     lines = [
         "## γ regularization",
@@ -221,5 +224,7 @@ def model_card_section(report: GammaReport, policy: str, decayed: set[str], coef
         names = [n for n in report.gammas if report.role_of(n) == role]
         n_decayed = sum(1 for n in names if n in decayed)
         lines.append(f"| {role} | {counts[role][0]} | {counts[role][1]:,} | {n_decayed} |")
+    if horizon:
+        lines += ["", horizon[0].upper() + horizon[1:] + "."]
     lines += ["", f"Per-γ roles and reasons: `{REPORT_NAME}`; settings: `gammareg_config.json`.", ""]
     return "\n".join(lines)

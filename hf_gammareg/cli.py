@@ -193,17 +193,42 @@ def _inspect(args) -> int:
         print(f"hf-gammareg: {exc}", file=sys.stderr)
         return 2
     include, exclude = args.include or [], args.exclude or []
+    horizon = None
+    planned = [args.lr, args.weight_decay, args.steps]
+    if any(v is not None for v in planned):
+        if any(v is None for v in planned):
+            print("hf-gammareg inspect: a decay horizon needs --lr, --weight-decay and --steps together "
+                  "(e.g. --lr 2e-5 --weight-decay 0.01 --steps 6000)", file=sys.stderr)
+            return 2
+        from .horizon import planned_decay_horizon
+
+        try:
+            horizon = planned_decay_horizon(lr=args.lr, weight_decay=args.weight_decay, num_steps=args.steps,
+                                            optimizer=args.optimizer, momentum=args.momentum,
+                                            nesterov=args.nesterov, schedule=args.schedule,
+                                            warmup=float(args.warmup) if args.warmup < 1 else int(args.warmup))
+        except (TypeError, ValueError) as exc:
+            flag = "--steps" if "num_steps" in str(exc) else "the horizon flags"
+            print(f"hf-gammareg inspect: {flag}: {exc}", file=sys.stderr)
+            return 2
     report = classify_gammas(model, invariance=args.invariance)
     if args.json:
         data = report.to_dict()
         data["policy"] = args.policy
         data["decayed"] = sorted(report.decay_names(args.policy, include=include, exclude=exclude))
+        if horizon is not None:
+            data["decay_horizon"] = horizon.to_dict()
         print(json.dumps(data, indent=2))
         return 0
     width = args.width
     if width is None and not args.wide and sys.stdout.isatty():
         width = shutil.get_terminal_size().columns
     print(format_table(report, args.policy, include=include, exclude=exclude, width=None if args.wide else width))
+    if horizon is not None:
+        from .horizon import horizon_lines
+
+        line, notice = horizon_lines(horizon, len(report.decay_names(args.policy, include=include, exclude=exclude)))
+        print(line + "\n" + (f"! {notice}" if notice else ""), end="\n" if notice else "")
     return 0
 
 
@@ -252,6 +277,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, metavar="COLUMNS",
                    help="fit the table to this many columns (default: the terminal's width when printing to one)")
     p.add_argument("--wide", action="store_true", help="never shorten names or reasons")
+    h = p.add_argument_group("decay horizon of a planned run (what weight decay alone does to the decayed γ)")
+    h.add_argument("--lr", type=float, help="peak learning rate")
+    h.add_argument("--weight-decay", type=float, help="the decayed γ's weight decay λ")
+    h.add_argument("--steps", type=int, help="optimizer steps of the run")
+    h.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"),
+                   help="adamw: decoupled decay; sgd: coupled L2 (default: adamw)")
+    h.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0)")
+    h.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
+    h.add_argument("--schedule", default="linear",
+                   help="a transformers schedule: linear, cosine, constant, constant_with_warmup, … (default linear)")
+    h.add_argument("--warmup", type=float, default=0,
+                   help="warm-up steps (a value < 1: that fraction of --steps, as TrainingArguments.warmup_steps)")
     p.set_defaults(func=_inspect)
 
     p = sub.add_parser("plot", help="plot γ-norm trajectories per role from run dirs, or a sweep CSV as bars")

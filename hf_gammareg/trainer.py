@@ -9,6 +9,7 @@ everything else is HF's own logic.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import weakref
@@ -33,6 +34,7 @@ from .config import (
     GammaRegTrainingArguments,
     convert_training_args,
 )
+from .horizon import GroupHorizon
 from .report import GammaReport
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class GammaRegMixin:
         self.gamma_config: GammaRegConfig = args.gamma_config
         self.gamma_report: GammaReport | None = gamma_report
         self.gamma_plan: GammaDecayPlan | None = None
+        self.gamma_horizon: GroupHorizon | None = None  # set when training starts (see gamma_decay_horizon)
         self._gamma_plan_model: nn.Module | None = None  # the model (maybe wrapped) whose names the plan holds
         super().__init__(model, args, *pos, **kwargs)
         if self.optimizer is not None and self.gamma_config.regularization == "decoupled":
@@ -125,12 +128,68 @@ class GammaRegMixin:
         """
         if self.gamma_plan is None:
             self._gamma_plan_for(self.model, set(super().get_decay_parameter_names(self.model)))
-        return self.gamma_plan.to_table(self._gamma_plan_model, self.optimizer, arg_prefix="gamma_")
+        horizon = self.gamma_horizon if self.gamma_horizon is not None else self.gamma_decay_horizon()
+        return self.gamma_plan.to_table(self._gamma_plan_model, self.optimizer, arg_prefix="gamma_", horizon=horizon)
+
+    # -- the decay horizon ------------------------------------------------------------------------------
+    def gamma_decay_horizon(self) -> GroupHorizon | None:
+        """What weight decay alone does to the decayed γ over this run (:func:`hf_gammareg.decay_horizon`).
+
+        Once training has started: the real optimizer and scheduler over the steps left
+        (``state.max_steps − state.global_step``, optimizer steps, gradient accumulation counted). Before:
+        the optimizer and schedule the Trainer will build from its arguments (the same
+        ``get_optimizer_cls_and_kwargs`` and ``get_scheduler``, on the plan's parameter groups) over the steps
+        its arguments and training set give. ``None`` when the step count cannot be known yet (no ``max_steps``
+        and no sized training set) or the optimizer cannot be built here.
+        """
+        if self.gamma_plan is None:
+            self._gamma_plan_for(self.model, set(super().get_decay_parameter_names(self.model)))
+        plan, model = self.gamma_plan, self._gamma_plan_model
+        if self.optimizer is not None and self.lr_scheduler is not None and self.state.max_steps:
+            steps = self.state.max_steps - self.state.global_step
+            return plan.horizon(model, self.optimizer, steps, self.lr_scheduler) if steps > 0 else None
+        steps = self._gamma_planned_steps()
+        if steps is None:
+            return None
+        try:
+            optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+            optimizer = optimizer_cls(plan.param_groups(model), **kwargs)
+        except Exception as exc:  # an optimizer this machine cannot build (bitsandbytes without CUDA, …)
+            logger.info("hf_gammareg: no planned decay horizon (%s: %s); it is computed when training starts",
+                        type(exc).__name__, exc)
+            return None
+        from transformers import get_scheduler
+
+        scheduler = get_scheduler(self.args.lr_scheduler_type, optimizer=optimizer,
+                                  num_warmup_steps=self.args.get_warmup_steps(steps), num_training_steps=steps,
+                                  scheduler_specific_kwargs=self.args.lr_scheduler_kwargs)
+        return plan.horizon(model, optimizer, steps, scheduler)
+
+    def _gamma_planned_steps(self) -> int | None:
+        """The optimizer steps `train()` will run, as `Trainer.set_initial_training_values` counts them."""
+        args = self.args
+        if args.max_steps > 0:
+            return args.max_steps
+        dataset = self.train_dataset
+        try:
+            n = len(dataset)
+        except TypeError:  # an IterableDataset without a length needs max_steps anyway
+            return None
+        batch = self._train_batch_size
+        batches = n // batch if args.dataloader_drop_last else math.ceil(n / batch)
+        batches = math.ceil(batches / max(1, args.world_size))  # accelerate gives each process its share
+        per_epoch = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
+        return math.ceil(args.num_train_epochs * per_epoch)
 
     def _log_gamma_table(self) -> None:
         plan = self.gamma_plan
-        if plan is None or not self.is_world_process_zero():
+        if plan is None:
             return  # no plan: an optimizer passed in with decoupled decay, which __init__ warned about
+        self.gamma_horizon = self.gamma_decay_horizon()
+        if not self.is_world_process_zero():
+            return
+        # The horizon's notice ("decay barely moves γ") is what every fine-tuning run gets: it informs, so on
+        # its own it keeps the table at INFO; the other notices name something to fix.
         notices = plan.notices(self._gamma_plan_model, self.optimizer, arg_prefix="gamma_")
         logger.log(logging.WARNING if notices else logging.INFO, "hf_gammareg: %s", self.gamma_table())
         if plan.frozen:
@@ -168,9 +227,10 @@ class GammaRegMixin:
             card = f.read()
         if "## γ regularization" in card:
             return
+        horizon_line, _ = self.gamma_plan.horizon_lines(self.gamma_horizon)
         section = model_card_section(self.gamma_report, self.gamma_config.policy, self.gamma_plan.decayed,
                                      self.gamma_plan.coefficient, self.gamma_plan.regularization,
-                                     self.gamma_config.invariance)
+                                     self.gamma_config.invariance, horizon=horizon_line)
         with open(path, "w", encoding="utf-8") as f:
             f.write(card.rstrip("\n") + "\n\n" + section)
 

@@ -97,11 +97,11 @@ def first_rows(data, limit: int | None):
 
 # -- the γ record ---------------------------------------------------------------------------------------
 def gamma_record(trainer) -> dict[str, Any]:
-    """:func:`optimizer_gamma_record` of a `GammaRegTrainer` after training."""
-    return optimizer_gamma_record(trainer.model, trainer.optimizer, trainer.gamma_plan)
+    """:func:`optimizer_gamma_record` of a `GammaRegTrainer` after training, with the run's decay horizon."""
+    return optimizer_gamma_record(trainer.model, trainer.optimizer, trainer.gamma_plan, horizon=trainer.gamma_horizon)
 
 
-def optimizer_gamma_record(model: torch.nn.Module, optimizer, plan) -> dict[str, Any]:
+def optimizer_gamma_record(model: torch.nn.Module, optimizer, plan, horizon=None) -> dict[str, Any]:
     """What the optimizer really does to each γ: role, policy decision and the param group's weight decay.
 
     Read from ``optimizer.param_groups`` — not from the plan — so a test can check that the requested
@@ -127,6 +127,7 @@ def optimizer_gamma_record(model: torch.nn.Module, optimizer, plan) -> dict[str,
         },
         "n_gammas": len(plan.gammas),
         "n_decayed": len(plan.decayed),
+        "decay_horizon": None if horizon is None else {**horizon.to_dict(), "text": plan.horizon_lines(horizon)[0]},
     }
 
 

@@ -111,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     layouts = gather_object([group_layout(inner, optimizer)])  # one per process, in rank order
     if any(layout != layouts[0] for layout in layouts):
         raise RuntimeError("the processes built different optimizer groups; the γ split must be the same everywhere")
+    horizon = plan.horizon(inner, optimizer, max_steps, scheduler)  # before the first step: the whole run
     if accelerator.is_main_process:
         # arg_prefix: the hints name this script's flags (--gamma_invariance, not param_groups' invariance=)
-        accelerator.print(f"hf_gammareg: {plan.to_table(inner, optimizer, arg_prefix='gamma_')}")
+        accelerator.print(f"hf_gammareg: {plan.to_table(inner, optimizer, arg_prefix='gamma_', horizon=horizon)}")
     accelerator.print(f"{len(train)} sentences, {accelerator.num_processes} process(es) x batch "
                       f"{targs.per_device_train_batch_size} x accumulation {targs.gradient_accumulation_steps}: "
                       f"{max_steps} optimizer steps over {epochs} epoch(s)")
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.save_pretrained(targs.output_dir)
             with open(os.path.join(targs.output_dir, "gamma_report.json"), "w", encoding="utf-8") as f:
                 f.write(plan.report.to_json())
-    gammas = optimizer_gamma_record(inner, optimizer, plan)
+    gammas = optimizer_gamma_record(inner, optimizer, plan, horizon=horizon)
     accelerator.print(f"hf_gammareg: {gammas['summary']}")
     accelerator.print(f"SST-2 validation accuracy: {metrics['accuracy']:.2f} % "
                       f"({len(validation)} sentences; paper: {PAPER['eval_accuracy']})")

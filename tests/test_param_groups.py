@@ -297,8 +297,10 @@ def test_gamma_table_is_what_the_optimizer_does(tmp_path, caplog, kwargs, header
 
 
 def test_gamma_table_at_info_when_nothing_needs_attention(tmp_path, caplog):
+    # lr·λ = 0.1 in its one step: the decay horizon is not negligible either (no "barely moves γ" notice).
     trainer = GammaRegTrainer(model=tiny_gpt2(), args=GammaRegTrainingArguments(
-        **_args(tmp_path, max_steps=1), gamma_log_norms=False), train_dataset=_tokens())
+        **_args(tmp_path, max_steps=1, learning_rate=1.0, weight_decay=0.1), gamma_log_norms=False),
+        train_dataset=_tokens())
     with caplog.at_level(logging.INFO, logger="hf_gammareg.trainer"):
         trainer.train()
     logged = [r for r in caplog.records if r.name == "hf_gammareg.trainer" and "γ weight decay" in r.getMessage()]

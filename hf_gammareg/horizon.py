@@ -1,0 +1,325 @@
+"""The decay horizon: how far weight decay alone can move a parameter over a run, known before the first step.
+
+Under decoupled decay (AdamW, Lion, Adafactor) a parameter is multiplied by ``1 − lr_t·λ`` at every step, so
+weight decay alone leaves ``Π_t (1 − lr_t·λ)`` of it. Under SGD's coupled L2 the term ``λ·θ`` joins the
+gradient and momentum amplifies it by ``1 / (1 − μ)``: about ``exp(−Σ_t lr_t·λ / (1 − μ))`` (the exact
+recurrence is used). The sum — the **decay integral** — is the run's time scale for the decayed γ: below
+~0.05 decay cannot move them measurably (fine-tuning), around 3–20 they reach the equilibrium between decay
+and gradient (the usual from-scratch CIFAR/ImageNet schedules). Under coupled L2 in an adaptive optimizer
+(``torch.optim.Adam(weight_decay=…)``) the decay term is divided by the gradient's running RMS, so its effect
+depends on the gradients and cannot be predicted from the schedule: the shrink is ``None`` with that reason.
+
+:func:`decay_horizon` reads it from a real optimizer and scheduler without touching either: the learning
+rates come from a copy of the scheduler bound to a stand-in optimizer, and the decay from the optimizer's
+own update rule with a zero loss gradient (closed forms for the optimizers above; for any other class, its
+``step()`` run on one scalar per group).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["GroupHorizon", "decay_horizon", "horizon_lines", "planned_decay_horizon", "FINE_TUNING_SHRINK"]
+
+# Above this, weight decay moves a decayed γ by less than 5 %: the γ policy cannot change the result measurably.
+FINE_TUNING_SHRINK = 0.95
+
+# Optimizers whose weight decay is decoupled (``θ ← θ·(1 − lr·λ)``, then the update) by class name, for
+# classes that do not say so in their groups: bitsandbytes' AdamW/Lion (8-bit, paged), transformers'
+# Adafactor (when it is given an lr), torch's AdamW in versions without ``decoupled_weight_decay``.
+_DECOUPLED_NAMES = ("AdamW", "Lion", "PagedAdamW", "PagedLion", "LAMB", "LARS")
+# Coupled L2 through an adaptive (per-coordinate normalized) update: unpredictable from the schedule.
+_ADAPTIVE_COUPLED = ("Adam", "NAdam", "RAdam", "Adamax", "Adagrad", "RMSprop", "Adadelta", "SparseAdam")
+
+
+@dataclass(frozen=True)
+class GroupHorizon:
+    """What weight decay alone does to the parameters of one optimizer parameter group over a run.
+
+    Attributes:
+        group: the group's index in ``optimizer.param_groups``.
+        weight_decay: the group's coefficient λ.
+        decay: ``"decoupled"``, ``"coupled"`` (L2 through the gradient), or ``"none"`` (λ = 0).
+        integral: Σ_t lr_t·λ (× the momentum gain 1/(1 − μ) under SGD's coupled L2); ``None`` if unpredictable.
+        shrink: the factor weight decay alone multiplies a parameter by over ``num_steps`` (exact for the
+            optimizer's update with a zero loss gradient); ``None`` with ``reason`` where it cannot be predicted.
+        num_steps: optimizer steps covered.
+        optimizer: the optimizer's class name.
+        num_params: parameter tensors in the group.
+        reason: why ``shrink`` is ``None`` (empty otherwise).
+    """
+
+    group: int
+    weight_decay: float
+    decay: str
+    integral: float | None
+    shrink: float | None
+    num_steps: int
+    optimizer: str
+    num_params: int = 0
+    reason: str = ""
+
+    def describe(self, what: str = "a decayed parameter", *, plural: bool = False) -> str:
+        """One sentence: ``"weight decay alone shrinks <what> to 82 % of its value over 790 steps (...)"``."""
+        if self.shrink is None:
+            return f"the decay horizon of {what} cannot be predicted: {self.reason}"
+        if self.decay == "none":
+            return f"weight decay is 0 for {what}: nothing shrinks {'them' if plural else 'it'} over {self._steps}"
+        how = ("Σ lr·λ" if self.decay == "decoupled" else "Σ lr·λ/(1 − momentum)") + f" = {self.integral:.3g}"
+        return (f"weight decay alone shrinks {what} to {_percent(self.shrink)} of {'their' if plural else 'its'} "
+                f"value over {self._steps} ({self.decay} decay, {how})")
+
+    @property
+    def _steps(self) -> str:
+        return f"{self.num_steps:,} step" + ("" if self.num_steps == 1 else "s")
+
+    @property
+    def negligible(self) -> bool:
+        """Whether decay moves a parameter of this group by less than 5 % (the policy cannot matter)."""
+        return self.shrink is not None and self.shrink > FINE_TUNING_SHRINK
+
+    def to_dict(self) -> dict:
+        return {"group": self.group, "weight_decay": self.weight_decay, "decay": self.decay,
+                "integral": self.integral, "shrink": self.shrink, "num_steps": self.num_steps,
+                "optimizer": self.optimizer, "num_params": self.num_params, "reason": self.reason}
+
+
+def _percent(x: float) -> str:
+    p = 100 * x
+    return f"{p:.0f} %" if 1 <= p <= 99 or p in (0, 100) else f"{p:.3g} %"
+
+
+def _unwrap_optimizer(optimizer):
+    """The torch optimizer behind accelerate's `AcceleratedOptimizer` (and similar ``.optimizer`` wrappers)."""
+    seen = set()
+    while not isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "optimizer") and id(optimizer) not in seen:
+        seen.add(id(optimizer))
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def _unwrap_scheduler(scheduler):
+    while not isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler) and hasattr(scheduler, "scheduler"):
+        scheduler = scheduler.scheduler
+    return scheduler
+
+
+def _check(optimizer, num_steps, lr_scheduler):
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int):
+        raise TypeError(f"num_steps: expected the number of optimizer steps as an int, got {type(num_steps).__name__}")
+    if num_steps <= 0:
+        raise ValueError(f"num_steps: must be > 0 (the optimizer steps of the run: max_steps, or epochs × batches "
+                         f"per epoch ÷ gradient_accumulation_steps), got {num_steps}")
+    groups = getattr(optimizer, "param_groups", None)
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
+        raise TypeError(f"optimizer: expected a torch.optim.Optimizer with parameter groups, got "
+                        f"{type(optimizer).__name__}; pass the optimizer the run steps (trainer.optimizer after "
+                        "create_optimizer(), or the one built from param_groups(...))")
+    inner = _unwrap_optimizer(optimizer)
+    if lr_scheduler is not None:
+        scheduler = _unwrap_scheduler(lr_scheduler)
+        if not hasattr(scheduler, "optimizer") or not hasattr(scheduler, "step"):
+            raise TypeError(f"lr_scheduler: expected a torch.optim.lr_scheduler.LRScheduler, got "
+                            f"{type(lr_scheduler).__name__}")
+        own = scheduler.optimizer
+        if own is not optimizer and _unwrap_optimizer(own) is not inner and getattr(own, "param_groups", None) is not groups:
+            raise ValueError("lr_scheduler: this scheduler drives another optimizer, so its learning rates are not this "
+                             "one's; pass the scheduler made for this optimizer (e.g. trainer.lr_scheduler with "
+                             "trainer.optimizer)")
+    return inner, groups
+
+
+def _learning_rates(groups: list[dict], num_steps: int, lr_scheduler) -> list[list[float]]:
+    """``[[lr at step 0, 1, …] per group]`` — what the optimizer will use, without stepping the real scheduler."""
+    # Adafactor with relative_step holds lr=None: it computes its own step size (NaN here, _simulate skips it).
+    current = [float("nan") if g.get("lr") is None else float(g["lr"]) for g in groups]
+    if lr_scheduler is None:
+        return [[lr] * num_steps for lr in current]
+    scheduler = _unwrap_scheduler(lr_scheduler)
+    if type(scheduler) is torch.optim.lr_scheduler.LambdaLR:
+        # transformers' schedules: lr_t = base_lr · λ(t); step 0 uses the lr the optimizer holds now.
+        start = scheduler.last_epoch
+        return [[lr] + [base * fn(start + t) for t in range(1, num_steps)]
+                for lr, base, fn in zip(current, scheduler.base_lrs, scheduler.lr_lambdas)]
+    # Any other scheduler: a copy of it, bound to a stand-in optimizer holding copies of the groups.
+    stand_in = torch.optim.SGD([{**{k: v for k, v in g.items() if k != "params"}, "params": [torch.zeros(1)]}
+                                for g in groups])
+    memo = {id(scheduler.optimizer): stand_in, id(_unwrap_optimizer(scheduler.optimizer)): stand_in}
+    twin = copy.deepcopy(scheduler, memo)
+    out: list[list[float]] = [[] for _ in groups]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": the stand-in never steps
+        for t in range(num_steps):
+            for k, g in enumerate(stand_in.param_groups):
+                out[k].append(float(g["lr"]))
+            if t + 1 < num_steps:
+                twin.step()
+    return out
+
+
+def _sgd_shrink(lrs: list[float], wd: float, momentum: float, dampening: float, nesterov: bool) -> float:
+    """torch.optim.SGD with a zero loss gradient, exactly: d = λ·p; buf = μ·buf + (1 − δ)·d; p −= lr·(d + μ·buf | buf)."""
+    p, buf = 1.0, None
+    for lr in lrs:
+        d = wd * p
+        if momentum:
+            buf = d if buf is None else momentum * buf + (1 - dampening) * d
+            d = d + momentum * buf if nesterov else buf
+        p -= lr * d
+    return p
+
+
+def _simulate(inner, index: int, lrs: list[float]) -> float:
+    """Step a fresh optimizer of ``inner``'s class on one scalar (value 1) with a zero gradient; the scalar at the end."""
+    group = inner.param_groups[index]
+    scalar = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    hyper = {k: v for k, v in group.items() if k not in ("params", "initial_lr")}
+    for key in ("foreach", "fused", "capturable"):
+        if key in hyper:
+            hyper[key] = None if key != "capturable" else False
+    twin = type(inner)([{"params": [scalar], **hyper}])
+    scalar.grad = torch.zeros_like(scalar)
+    for lr in lrs:
+        if math.isfinite(lr):
+            twin.param_groups[0]["lr"] = lr
+        twin.step()
+    return float(scalar.detach())
+
+
+def _group_horizon(inner, index: int, group: dict, lrs: list[float], num_steps: int) -> GroupHorizon:
+    name = type(inner).__name__
+    wd = float(group.get("weight_decay", 0.0) or 0.0)
+    base = {"group": index, "weight_decay": wd, "num_steps": num_steps, "optimizer": name,
+            "num_params": len(group.get("params", []))}
+    if wd == 0:
+        return GroupHorizon(decay="none", integral=0.0, shrink=1.0, **base)
+    if isinstance(inner, torch.optim.SGD):
+        mu = float(group.get("momentum", 0.0) or 0.0)
+        damp = float(group.get("dampening", 0.0) or 0.0)
+        nesterov = bool(group.get("nesterov", False))
+        gain = (1 + mu * (1 - damp) / (1 - mu)) if nesterov else ((1 - damp) / (1 - mu) if mu else 1.0)
+        return GroupHorizon(decay="coupled", integral=wd * gain * sum(lrs), shrink=_sgd_shrink(lrs, wd, mu, damp, nesterov),
+                            **base)
+    decoupled = group.get("decoupled_weight_decay")
+    if decoupled is None:
+        decoupled = any(name.startswith(n) or name == n for n in _DECOUPLED_NAMES) or name == "Adafactor"
+    if not decoupled and (name in _ADAPTIVE_COUPLED or isinstance(inner, (torch.optim.Adam, torch.optim.Adagrad,
+                                                                             torch.optim.RMSprop))):
+        return GroupHorizon(decay="coupled", integral=None, shrink=None, reason=(
+            f"{name} adds λ·θ to the gradient (coupled L2) and then divides by the gradient's running RMS, so how far "
+            "decay moves a parameter depends on the gradients, not on the schedule; use its decoupled form (AdamW, "
+            "or decoupled_weight_decay=True) for a predictable decay"), **base)
+    integral = wd * sum(lrs)
+    if name == "Adafactor" or not decoupled:
+        # Adafactor's step size may depend on the step count and the parameter's own RMS; any other class:
+        # its own update rule, run on a scalar with a zero gradient.
+        try:
+            shrink = _simulate(inner, index, lrs)
+        except Exception as exc:  # an optimizer that cannot be rebuilt from its groups (or needs CUDA)
+            return GroupHorizon(decay="decoupled" if decoupled else "coupled", integral=integral, shrink=None,
+                                reason=f"{name} could not be stepped on a stand-in scalar "
+                                       f"({type(exc).__name__}: {exc})", **base)
+        if not math.isfinite(integral):  # Adafactor's relative step: no lr in the group; read the integral back
+            integral = -math.log(shrink) if shrink > 0 else None
+        return GroupHorizon(decay="decoupled" if decoupled else "coupled", integral=integral, shrink=shrink, **base)
+    shrink = 1.0
+    for lr in lrs:
+        shrink *= 1.0 - lr * wd
+    return GroupHorizon(decay="decoupled", integral=integral, shrink=shrink, **base)
+
+
+def decay_horizon(optimizer, num_steps: int, lr_scheduler=None, *,
+                  penalty: dict[int, float] | None = None) -> list[GroupHorizon]:
+    """What weight decay alone does to each parameter group of ``optimizer`` over ``num_steps`` optimizer steps.
+
+    Args:
+        optimizer: a ``torch.optim.Optimizer`` (or accelerate's wrapper of one), as it stands before the steps:
+            the learning rates in its groups are those of the next step.
+        num_steps: optimizer steps to cover (with gradient accumulation: optimizer steps, not batches).
+        lr_scheduler: the scheduler that will step after every optimizer step (``None``: constant lr).
+        penalty: ``{group index: λ}`` for groups whose parameters are regularized by an L2 penalty λ/2·‖θ‖²
+            in the loss (``regularization="l2"``) instead of the optimizer's weight decay: coupled decay at λ,
+            predictable under SGD, ``None`` with the reason under an adaptive optimizer.
+
+    Returns one :class:`GroupHorizon` per group, in ``optimizer.param_groups`` order. Exact for the update
+    rule with a zero loss gradient: AdamW (any ``foreach``/``fused`` variant) and other decoupled decays
+    ``Π (1 − lr_t·λ)``; SGD with momentum, dampening, Nesterov by its recurrence; Adafactor and unknown
+    classes by running their own ``step()`` on a stand-in scalar. Neither the optimizer, its parameters, nor
+    the scheduler is changed. Linear in ``num_steps``: 100,000 steps of a transformers schedule take
+    a fraction of a second.
+    """
+    inner, groups = _check(optimizer, num_steps, lr_scheduler)
+    lrs = _learning_rates(groups, num_steps, lr_scheduler)
+    out = []
+    for k, g in enumerate(groups):
+        if penalty and penalty.get(k):
+            # The penalty's gradient λ·θ joins the loss gradient: coupled, whatever the optimizer's own decay is.
+            g = {**g, "weight_decay": penalty[k], "decoupled_weight_decay": False}
+            if not isinstance(inner, torch.optim.SGD):
+                name = type(inner).__name__
+                out.append(GroupHorizon(group=k, weight_decay=penalty[k], decay="coupled", integral=None, shrink=None,
+                                        num_steps=num_steps, optimizer=name, num_params=len(g.get("params", [])),
+                                        reason=f"an L2 penalty in the loss reaches the parameters through {name}'s "
+                                               "normalized update, so how far it moves them depends on the gradients; "
+                                               "under SGD it is predictable"))
+                continue
+        out.append(_group_horizon(inner, k, g, lrs[k], num_steps))
+    return out
+
+
+def horizon_lines(horizon: GroupHorizon | None, n_decayed: int) -> tuple[str | None, str | None]:
+    """``(the "decay horizon: …" line, the notice when decay barely moves γ)`` for a run that decays ``n_decayed`` γ.
+
+    The notice does not depend on the policy: when weight decay cannot move a parameter measurably, no γ
+    policy can change the run's result. ``(None, None)`` for no horizon.
+    """
+    if horizon is None:
+        return None, None
+    if n_decayed:
+        line = "decay horizon: " + horizon.describe(f"the {n_decayed} decayed γ", plural=True)
+    else:
+        line = ("decay horizon: no γ is decayed; " + horizon.describe("a decayed parameter")
+                .replace("weight decay alone shrinks", "weight decay alone would shrink", 1))
+    notice = None
+    if horizon.negligible:
+        notice = ("weight decay barely moves γ in this run: the γ policy cannot change its result measurably — "
+                  "expected for fine-tuning; from-scratch training or a larger gamma_weight_decay moves them.")
+    return line, notice
+
+
+_OPTIMIZERS = {"adamw": "AdamW", "sgd": "SGD"}
+
+
+def planned_decay_horizon(*, lr: float, weight_decay: float, num_steps: int, optimizer: str = "adamw",
+                          momentum: float = 0.0, nesterov: bool = False, schedule: str = "linear",
+                          warmup: int | float = 0) -> GroupHorizon:
+    """The horizon of a run that is only planned: ``optimizer`` (``"adamw"`` or ``"sgd"``) at ``lr`` with
+    transformers' ``schedule`` (``get_scheduler`` names: linear, cosine, constant, constant_with_warmup, …)
+    after ``warmup`` steps (a float < 1: that fraction of ``num_steps``, as ``TrainingArguments.warmup_steps``)."""
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"optimizer: one of {sorted(_OPTIMIZERS)}, got {optimizer!r}")
+    for key, value in (("lr", lr), ("weight_decay", weight_decay), ("momentum", momentum)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{key}: expected a finite number >= 0, got {value!r}")
+    if momentum >= 1:
+        raise ValueError(f"momentum: must be < 1, got {momentum}")
+    from transformers import get_scheduler
+
+    scalar = torch.zeros(1, requires_grad=True)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD([scalar], lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                              weight_decay=weight_decay)
+    else:
+        opt = torch.optim.AdamW([scalar], lr=lr, weight_decay=weight_decay)
+    if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps > 0:
+        warmup_steps = math.ceil(warmup * num_steps) if isinstance(warmup, float) and 0 <= warmup < 1 else int(warmup)
+        scheduler = get_scheduler(schedule, opt, num_warmup_steps=warmup_steps, num_training_steps=num_steps)
+    else:
+        scheduler = None  # decay_horizon names the bad num_steps
+    return decay_horizon(opt, num_steps, scheduler)[0]
