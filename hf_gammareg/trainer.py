@@ -34,7 +34,7 @@ from .config import (
     GammaRegTrainingArguments,
     convert_training_args,
 )
-from .horizon import GroupHorizon
+from .horizon import GroupHorizon, decay_horizon
 from .report import GammaReport
 
 logger = logging.getLogger(__name__)
@@ -151,19 +151,9 @@ class GammaRegMixin:
         steps = self._gamma_planned_steps()
         if steps is None:
             return None
-        try:
-            optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
-            optimizer = optimizer_cls(plan.param_groups(model), **kwargs)
-        except Exception as exc:  # an optimizer this machine cannot build (bitsandbytes without CUDA, …)
-            logger.info("hf_gammareg: no planned decay horizon (%s: %s); it is computed when training starts",
-                        type(exc).__name__, exc)
-            return None
-        from transformers import get_scheduler
-
-        scheduler = get_scheduler(self.args.lr_scheduler_type, optimizer=optimizer,
-                                  num_warmup_steps=self.args.get_warmup_steps(steps), num_training_steps=steps,
-                                  scheduler_specific_kwargs=self.args.lr_scheduler_kwargs)
-        return plan.horizon(model, optimizer, steps, scheduler)
+        # The group that holds the decayed γ has the γ coefficient; with none decayed, the largest weight decay.
+        wd = plan.coefficient if plan.decayed else max(plan.weight_decay, plan.coefficient)
+        return planned_horizon(self.args, steps, wd, l2=plan.regularization == "l2" and bool(plan.decayed))
 
     def _gamma_planned_steps(self) -> int | None:
         """The optimizer steps `train()` will run, as `Trainer.set_initial_training_values` counts them."""
@@ -321,6 +311,30 @@ class GammaRegMixin:
             loss, outputs = out
             return loss + penalty.to(loss.dtype), outputs
         return out + penalty.to(out.dtype)
+
+
+def planned_horizon(args, num_steps: int, weight_decay: float, *, l2: bool = False) -> GroupHorizon | None:
+    """The decay horizon of a parameter decayed at ``weight_decay`` in the run ``args`` (TrainingArguments) describe.
+
+    The optimizer and schedule are the ones `Trainer` builds from ``args`` (``get_optimizer_cls_and_kwargs``,
+    ``get_scheduler`` with ``args.get_warmup_steps``), on one stand-in scalar; ``l2``: the decay is an L2
+    penalty in the loss rather than the optimizer's. ``None`` (logged at INFO) when that optimizer cannot be
+    built on this machine (bitsandbytes without CUDA, …).
+    """
+    from transformers import get_scheduler
+
+    try:
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+        scalar = nn.Parameter(torch.ones(1))
+        optimizer = optimizer_cls([{"params": [scalar], "weight_decay": 0.0 if l2 else weight_decay}], **kwargs)
+    except Exception as exc:
+        logger.info("hf_gammareg: no planned decay horizon (%s: %s); it is computed when training starts",
+                    type(exc).__name__, exc)
+        return None
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer=optimizer,
+                              num_warmup_steps=args.get_warmup_steps(num_steps), num_training_steps=num_steps,
+                              scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    return decay_horizon(optimizer, num_steps, scheduler, penalty={0: weight_decay} if l2 else None)[0]
 
 
 class _GammaTableCallback(TrainerCallback):
