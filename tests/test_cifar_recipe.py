@@ -198,3 +198,50 @@ def test_sweep_appends_each_run_and_skips_finished_ones(archive, tmp_path, monke
     table = (results / "tiny.md").read_text(encoding="utf-8")
     assert "| `stem` | none, include `(^\\|\\.)stem\\.` | 1 / 9 |" in table and "(baseline)" in table
     assert "resumed command:" in (results / "tiny.csv").read_text(encoding="utf-8")
+
+
+# -- the horizon configs ----------------------------------------------------------------------------------
+def horizon_args(recipe, config, out, *extra):
+    return recipe.parse_args(recipe.make_parser(), [os.path.join(RECIPES, "configs", config), "--output_dir", str(out),
+                                                    "--use_cpu", "--tf32", "false", *extra])
+
+
+@pytest.mark.parametrize("config", ["cifar_resnet_horizon_cpu.yaml", "cifar_resnet_gpu.yaml"])
+def test_horizon_configs_reach_sigma_3(config, tmp_path):
+    from hf_gammareg.trainer import planned_horizon
+
+    recipe = load("cifar_resnet")
+    args, targs = horizon_args(recipe, config, tmp_path)
+    assert args.train_per_class is None and args.test_per_class is None  # all 50,000 / all 10,000 images
+    assert (targs.optim, targs.learning_rate, targs.weight_decay) == ("sgd", 0.1, 5e-4)
+    h = planned_horizon(targs, targs.max_steps, targs.weight_decay)
+    # By hand (the config's comment): 5e-4 / (1 − 0.9) · 0.1 · (200/2 + 5,200 + 1,800/2) = 3.10
+    assert h.decay == "coupled" and h.integral >= 3
+    assert h.integral == pytest.approx(3.10, abs=0.01)
+    assert h.shrink < 0.05
+
+
+def test_two_step_run_of_the_horizon_config(archive, tmp_path):
+    from hf_gammareg.trainer import planned_horizon
+
+    recipe = load("cifar_resnet")
+    out = tmp_path / "h"
+    flags = ["--data_dir", str(archive), "--cache_dir", str(archive / "cache"), "--max_steps", "2",
+             "--warmup_steps", "0", "--lr_scheduler_kwargs", '{"num_decay_steps": 1}', "--depth", "8",
+             "--per_device_eval_batch_size", "10", "--trajectory_window", "1", "--results_file", str(out / "r.json")]
+    argv = [os.path.join(RECIPES, "configs", "cifar_resnet_horizon_cpu.yaml"), "--output_dir", str(out), *flags]
+    assert recipe.main(argv) == 0
+    record = json.loads((out / "r.json").read_text())
+    measured = record["decay_horizon_measured"]
+    assert measured["steps"] == 2 and measured["nesterov"] and measured["momentum"] == 0.9
+    # No warm-up, one stable step at 0.1, then the one decay step at the start of its cosine (still 0.1):
+    # Σ lr = 0.2 → Σ = 5e-4 · 0.2 / (1 − 0.9) = 1e-3
+    assert measured["decay_horizon"] == pytest.approx(1e-3)
+    assert record["table_columns"]["decay_horizon"] == measured["decay_horizon"]
+    # The library's prediction for the same arguments, and the Trainer's own record, agree with the measurement.
+    _, targs = horizon_args(recipe, "cifar_resnet_horizon_cpu.yaml", out, *flags[:10])
+    assert planned_horizon(targs, 2, 5e-4).shrink == pytest.approx(measured["shrink"], abs=1e-5)
+    assert record["gamma"]["decay_horizon"]["shrink"] == pytest.approx(measured["shrink"], abs=1e-5)
+    trajectory = record["gamma_trajectory"]
+    assert [p["step"] for p in trajectory] == [1, 2]
+    assert all(p["step_ratio_inner"] > 0 and p["gamma_rms_last"] > 0 for p in trajectory)
