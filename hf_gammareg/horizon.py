@@ -96,7 +96,8 @@ def _percent(x: float) -> str:
 def _unwrap_optimizer(optimizer):
     """The torch optimizer behind accelerate's `AcceleratedOptimizer` (and similar ``.optimizer`` wrappers)."""
     seen = set()
-    while not isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "optimizer") and id(optimizer) not in seen:
+    # AcceleratedOptimizer is itself a torch Optimizer subclass: unwrap on the attribute, not the type.
+    while hasattr(optimizer, "optimizer") and hasattr(optimizer.optimizer, "param_groups") and id(optimizer) not in seen:
         seen.add(id(optimizer))
         optimizer = optimizer.optimizer
     return optimizer

@@ -278,3 +278,12 @@ def test_results_record_carries_the_horizon(tmp_path):
     assert record["decay_horizon"]["num_steps"] == 3
     assert record["decay_horizon"]["shrink"] == pytest.approx((1 - 0.005) ** 3)
     assert record["decay_horizon"]["text"].startswith("decay horizon: weight decay alone shrinks the 4 decayed γ")
+
+
+def test_through_accelerate_wrappers():
+    from accelerate import Accelerator
+
+    p = scalar()
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    wrapped = Accelerator(cpu=True).prepare_optimizer(opt)  # an AcceleratedOptimizer (a torch Optimizer itself)
+    assert decay_horizon(wrapped, 1000)[0].shrink == pytest.approx(0.607841, abs=1e-6)
