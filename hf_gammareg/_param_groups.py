@@ -431,8 +431,7 @@ def decay_plan(
         raise ValueError(f"weight_decay: must be a finite number >= 0, got {weight_decay!r}")
     config = GammaRegConfig(
         policy=policy, gamma_weight_decay=gamma_weight_decay, invariance=invariance,
-        include=[include] if isinstance(include, str) else list(include),
-        exclude=[exclude] if isinstance(exclude, str) else list(exclude),
+        include=include, exclude=exclude,  # GammaRegConfig reads a string as one regex, a list as several
         regularization=regularization,
     )
     plan, _ = gamma_decay_plan(model, config=config, weight_decay=float(weight_decay), report=report,

@@ -11,13 +11,12 @@ from typing import Any
 
 from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
-from .policy import POLICY_HELP, compile_patterns, parse_policy
+from .policy import POLICY_HELP, normalize_patterns, parse_policy
 from .roles import INVARIANCE_MODES
 
 CONFIG_NAME = "gammareg_config.json"
 REGULARIZATIONS = ("decoupled", "l2")
 _MAX_FILE_BYTES = 1 << 20  # a config is a few hundred bytes; refuse anything absurd before parsing
-_MAX_PATTERNS = 256
 
 
 @dataclass
@@ -32,8 +31,9 @@ class GammaRegConfig:
             Coefficient for decayed γ. `None` uses the Trainer's `weight_decay`.
         invariance (`str`, defaults to `"exact"`):
             `"exact"` or `"approximate"`; see DESIGN.md § Invariance mode.
-        include (`list[str]`, defaults to `[]`):
-            Regexes (``re.search`` on parameter names) of γ to decay whatever their role.
+        include (`list[str]` or `str`, defaults to `[]`):
+            Regexes (``re.search`` on parameter names) of γ to decay whatever their role; a string is one
+            regex (never split on commas).
         exclude (`list[str]`, defaults to `[]`):
             Regexes of γ never to decay; wins over `include`.
         regularization (`str`, defaults to `"decoupled"`):
@@ -73,17 +73,8 @@ class GammaRegConfig:
         if self.regularization not in REGULARIZATIONS:
             raise ValueError(f"regularization: must be one of {REGULARIZATIONS}, got {self.regularization!r}")
         for name in ("include", "exclude"):
-            value = getattr(self, name)
-            if value is None:
-                value = []
-            if isinstance(value, str):
-                value = [p for p in value.split(",") if p]
-            if not isinstance(value, (list, tuple)):
-                raise ValueError(f"{name}: expected a list of regular expressions, got {type(value).__name__}")
-            if len(value) > _MAX_PATTERNS:
-                raise ValueError(f"{name}: {len(value)} patterns is more than {_MAX_PATTERNS}")
-            compile_patterns(value, name)
-            setattr(self, name, list(value))
+            # A string is one regex, a list is several: `h\.{1,3}` must never become `h\.{1` and `3}`.
+            setattr(self, name, normalize_patterns(getattr(self, name), name))
 
     # -- serialization ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -52,25 +52,42 @@ def parse_policy(policy: str) -> str | frozenset[str]:
     return frozenset(roles)
 
 
-def compile_patterns(patterns: Iterable[str] | str | None, field: str) -> list[re.Pattern]:
-    """Compile include/exclude regexes, naming ``field`` in the error for a bad one."""
+_MAX_PATTERNS = 256
+
+
+def normalize_patterns(patterns: Iterable[str] | str | None, field: str) -> list[str]:
+    """The one reading of an include/exclude value: ``None`` → ``[]``, a string → that one regex, a sequence of
+    strings → those regexes. A string is never split on commas (``h\\.{1,3}`` is one pattern); each pattern is
+    vetted (it compiles, and cannot backtrack catastrophically). ``ValueError`` names ``field``."""
     if patterns is None:
         return []
     if isinstance(patterns, str):
-        patterns = [p for p in patterns.split(",") if p.strip()] if patterns else []
-    out = []
+        patterns = [patterns] if patterns else []
+    elif not isinstance(patterns, Iterable) or isinstance(patterns, (bytes, dict)):
+        raise ValueError(f"{field}: expected a regular expression or a list of them, got {type(patterns).__name__}")
+    patterns = list(patterns)
+    if len(patterns) > _MAX_PATTERNS:
+        raise ValueError(f"{field}: {len(patterns)} patterns is more than {_MAX_PATTERNS}")
     for pattern in patterns:
-        if not isinstance(pattern, str):
-            raise ValueError(f"{field}: every pattern must be a string, got {type(pattern).__name__}")
-        if len(pattern) > _MAX_PATTERN_LEN:
-            raise ValueError(f"{field}: pattern of {len(pattern)} characters is longer than {_MAX_PATTERN_LEN}")
-        try:
-            compiled = re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"{field}: invalid regular expression {pattern!r}: {exc}") from exc
-        check_pattern_backtracking(pattern, field)
-        out.append(compiled)
-    return out
+        _vet_pattern(pattern, field)
+    return patterns
+
+
+def compile_patterns(patterns: Iterable[str] | str | None, field: str) -> list[re.Pattern]:
+    """:func:`normalize_patterns`, compiled."""
+    return [re.compile(p) for p in normalize_patterns(patterns, field)]
+
+
+def _vet_pattern(pattern, field: str) -> None:
+    if not isinstance(pattern, str):
+        raise ValueError(f"{field}: every pattern must be a string, got {type(pattern).__name__}")
+    if len(pattern) > _MAX_PATTERN_LEN:
+        raise ValueError(f"{field}: pattern of {len(pattern)} characters is longer than {_MAX_PATTERN_LEN}")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{field}: invalid regular expression {pattern!r}: {exc}") from exc
+    check_pattern_backtracking(pattern, field)
 
 
 def check_pattern_backtracking(pattern: str, field_name: str) -> None:

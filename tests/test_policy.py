@@ -44,3 +44,21 @@ def test_unknown_policy_names_the_choices(bad):
 def test_invalid_regex_names_the_field():
     with pytest.raises(ValueError, match=r"gamma_include: invalid regular expression '\(unclosed'"):
         REPORT.decay_names("guidelines", include=["(unclosed"])
+
+
+def test_a_pattern_string_is_one_regex_everywhere():
+    """`h\\.{1,3}` is one regex: the config, the plan and the Trainer keep it whole and decay what it matches."""
+    from models import tiny_gpt2
+
+    from hf_gammareg import GammaRegConfig, GammaRegTrainingArguments, decay_plan
+
+    pattern = r"h\.{1,3}0\.ln_1"
+    assert GammaRegConfig(include=pattern).include == [pattern]
+    assert GammaRegConfig(include=[pattern, "ln_f"]).include == [pattern, "ln_f"]
+    assert GammaRegTrainingArguments(output_dir="x", gamma_include=[pattern]).gamma_config.include == [pattern]
+    plan = decay_plan(tiny_gpt2(), 0.1, policy="none", include=pattern)
+    # By hand: only transformer.h.0.ln_1.weight matches `h` + 1-3 dots + `0.ln_1`
+    assert plan.decayed == {"transformer.h.0.ln_1.weight"}
+    assert plan.config.include == [pattern]
+    with pytest.raises(ValueError, match="include: expected a regular expression or a list"):
+        GammaRegConfig(include=3)
