@@ -352,9 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     def render_all():
         if not os.path.exists(csv_path):
             return
-        render(csv_path, md_path, title=title, baseline=args.baseline, order=labels, seeds=args.seeds)
+        # Side by side, another entry can land before the baseline: until the baseline has a run, the
+        # tables are drawn without the paired differences (a partial sweep must never stop on its own table).
+        _, landed = read_sweep_csv(csv_path)
+        baseline = args.baseline if any(r.get("label", r.get("entry")) == args.baseline for r in landed) else None
+        render(csv_path, md_path, title=title, baseline=baseline, order=labels, seeds=args.seeds)
         if args.plot:
-            plot_sweep(csv_path, png_path, baseline=args.baseline, title=title, order=labels)
+            plot_sweep(csv_path, png_path, baseline=baseline, title=title, order=labels)
 
     if args.render_only:
         render_all()

@@ -183,6 +183,26 @@ def test_sweep_table_names_the_gamma_coefficient_of_every_entry(tmp_path):
     assert "| `g05` | guidelines, γ wd 0.5 | 7 / 15 |" in table
 
 
+def test_sweep_renders_while_the_baseline_has_not_landed(tmp_path):
+    """Side by side, another entry can finish before the baseline: the tables render, without Δ, until it lands."""
+    sweep = load("sweep")
+    results = tmp_path / "results"
+    results.mkdir()
+    csv_path = str(results / "t.csv")
+    record = {"metrics": {"accuracy": 79.25}, "gamma": {"n_gammas": 21, "n_decayed": 18}, "primary_metric": "accuracy"}
+    sweep.append_row(csv_path, sweep.record_row(sweep.parse_entry("guidelines"), 0, record), ["command: test"])
+    argv = ["--recipe", "unused.py", "--name", "t", "--results_dir", str(results), "--baseline", "none",
+            "--policies", "none", "guidelines", "--seeds", "0", "--render_only"]
+    assert sweep.main(argv) == 0
+    table = (results / "t.md").read_text(encoding="utf-8")
+    assert "| `guidelines` | guidelines | 18 / 21 | 79.25 ± 0.00 |" in table and "vs `none`" not in table
+    record["metrics"]["accuracy"] = 79.02
+    record["gamma"]["n_decayed"] = 0
+    sweep.append_row(csv_path, sweep.record_row(sweep.parse_entry("none"), 0, record), [])
+    assert sweep.main(argv) == 0
+    assert "+0.23 (n=1, no CI)" in (results / "t.md").read_text(encoding="utf-8")  # 79.25 − 79.02
+
+
 def test_token_batches_cover_every_sentence_once():
     mt = load("iwslt14_transformer")
     lengths = [3, 9, 4, 4, 12, 7, 1, 5, 5, 8, 2, 6]
