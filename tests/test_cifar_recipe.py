@@ -245,3 +245,22 @@ def test_two_step_run_of_the_horizon_config(archive, tmp_path):
     trajectory = record["gamma_trajectory"]
     assert [p["step"] for p in trajectory] == [1, 2]
     assert all(p["step_ratio_inner"] > 0 and p["gamma_rms_last"] > 0 for p in trajectory)
+
+
+def test_horizon_mechanism_ratios_and_plot(tmp_path, capsys):
+    mech = load("horizon_mechanism")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    # none: RMS 1.0 and effective step 1e-3 throughout; guidelines: RMS 0.5 and step 4e-3 — by hand, the step
+    # ratio is 4 and (1.0 / 0.5)² predicts 4.
+    for entry, rms, step in (("none", 1.0, 1e-3), ("guidelines", 0.5, 4e-3)):
+        trajectory = [{"step": s, **{f"gamma_rms_{c}": rms for c in mech.CATEGORIES},
+                       **{f"step_ratio_{c}": step for c in mech.CATEGORIES}} for s in range(100, 7300, 100)]
+        (runs / f"{entry}-seed0.json").write_text(json.dumps({"gamma_trajectory": trajectory}))
+    out = tmp_path / "m.png"
+    assert mech.main(["--runs", str(runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "inner     effective step 4.00   predicted 4.00" in printed
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (runs / "none-seed0.json").unlink()
+    assert mech.main(["--runs", str(runs), "--out", str(out)]) == 2
