@@ -122,14 +122,13 @@ def work(model_type: str) -> dict:
             warnings.simplefilter("always")
             report = classify_gammas(model)
         out["classify_s"] = round(time.perf_counter() - start, 3)
-        # hf-default must be exactly transformers.Trainer's split: its own method against the rule hf_gammareg
-        # applies when the Trainer is not imported.
+        # hf-default must be exactly transformers.Trainer's split: its own method against hf_gammareg's rule.
         from transformers import Trainer
 
-        from hf_gammareg.policy import _hf_rule_without_trainer
+        from hf_gammareg.policy import hf_default_decay_names
 
         trainer_rule = set(Trainer.get_decay_parameter_names(None, model))
-        own_rule = _hf_rule_without_trainer(model)
+        own_rule = hf_default_decay_names(model)
         out["hf_default_matches_trainer"] = (trainer_rule == own_rule
                                              and set(report.hf_default) == trainer_rule & set(report.gammas))
         out.update(status="classified", device=report.device, n_gammas=len(report.gammas),

@@ -19,9 +19,9 @@ from .roles import INVARIANCE_MODES, ROLES, GammaAnalysisError
 _LAZY = {
     "CONFIG_NAME": "config",
     "GammaRegConfig": "config",
-    "GammaRegArgumentsMixin": "config",
-    "GammaRegTrainingArguments": "config",
-    "GammaRegSeq2SeqTrainingArguments": "config",
+    "GammaRegArgumentsMixin": "training_args",
+    "GammaRegTrainingArguments": "training_args",
+    "GammaRegSeq2SeqTrainingArguments": "training_args",
     "GammaRegTrainer": "trainer",
     "GammaRegSeq2SeqTrainer": "trainer",
     "param_groups": "_param_groups",

@@ -1,4 +1,4 @@
-"""Configs: `GammaRegConfig` (what travels with a model) and the TrainingArguments subclasses."""
+"""`GammaRegConfig`: how the γ of a model are regularized, the file that travels with it (no transformers import)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import Seq2SeqTrainingArguments, TrainingArguments
-
-from .policy import POLICY_HELP, normalize_patterns, parse_policy
+from .policy import normalize_patterns, parse_policy
 from .roles import INVARIANCE_MODES
 
 CONFIG_NAME = "gammareg_config.json"
@@ -164,98 +162,3 @@ class GammaRegConfig:
             except RecursionError:  # e.g. 100,000 nested `[`: fits in the size limit, overflows json's parser
                 raise ValueError(f"{path} is not a {CONFIG_NAME}: JSON nested too deeply") from None
         return cls.from_dict(data)
-
-
-_GAMMA_FIELDS = {
-    "gamma_policy": "policy",
-    "gamma_weight_decay": "gamma_weight_decay",
-    "gamma_invariance": "invariance",
-    "gamma_include": "include",
-    "gamma_exclude": "exclude",
-    "gamma_regularization": "regularization",
-}
-
-
-@dataclass
-class GammaRegArgumentsMixin:
-    """The ``gamma_*`` fields shared by both TrainingArguments subclasses.
-
-    Parameters:
-        > γ regularization
-
-        gamma_policy (`str`, defaults to `"guidelines"`): which γ get weight decay (see `GammaRegConfig.policy`).
-        gamma_weight_decay (`float`, *optional*): coefficient for decayed γ; defaults to `weight_decay`.
-        gamma_invariance (`str`, defaults to `"exact"`): `"exact"` or `"approximate"`.
-        gamma_include (`list[str]`, *optional*): regexes of γ to decay regardless of role.
-        gamma_exclude (`list[str]`, *optional*): regexes of γ never to decay (wins over include).
-        gamma_regularization (`str`, defaults to `"decoupled"`): `"decoupled"` weight decay or `"l2"` loss penalty.
-        gamma_log_norms (`bool`, defaults to `True`): log mean ‖γ‖ per role at each logging step.
-        gamma_allow_config_change (`bool`, defaults to `False`): resume from a checkpoint saved under
-            another γ config (refused by default: it would silently change the split mid-run).
-    """
-
-    gamma_policy: str = field(default="guidelines", metadata={"help": POLICY_HELP})
-    gamma_weight_decay: float | None = field(
-        default=None, metadata={"help": "Weight decay for decayed γ; defaults to --weight_decay."}
-    )
-    gamma_invariance: str = field(
-        default="exact",
-        metadata={"help": "How γ scale invariance is read from the graph.", "choices": list(INVARIANCE_MODES)},
-    )
-    gamma_include: list[str] | None = field(
-        default=None, metadata={"help": "Regexes of γ parameter names to decay whatever their role."}
-    )
-    gamma_exclude: list[str] | None = field(
-        default=None, metadata={"help": "Regexes of γ parameter names never to decay (wins over include)."}
-    )
-    gamma_regularization: str = field(
-        default="decoupled",
-        metadata={"help": "'decoupled' optimizer weight decay or 'l2' penalty λ/2·‖γ‖² in the loss.",
-                  "choices": list(REGULARIZATIONS)},
-    )
-    gamma_log_norms: bool = field(
-        default=True, metadata={"help": "Log mean ‖γ‖ per role at each logging step (GammaNormCallback)."}
-    )
-    gamma_allow_config_change: bool = field(
-        default=False,
-        metadata={"help": "Allow resuming from a checkpoint whose gammareg_config.json differs from this run's."},
-    )
-
-    def __post_init__(self):
-        # Validate first, so a bad gamma_* value is reported by its own name, not as an HF error.
-        try:
-            self._gamma_config = self._build_gamma_config()
-        except ValueError as exc:
-            field_name, _, message = str(exc).partition(": ")
-            arg = next((k for k, v in _GAMMA_FIELDS.items() if v == field_name), field_name)
-            raise ValueError(f"{arg}: {message}") from None
-        super().__post_init__()
-
-    def _build_gamma_config(self) -> GammaRegConfig:
-        return GammaRegConfig(**{cfg: getattr(self, arg) for arg, cfg in _GAMMA_FIELDS.items()})
-
-    @property
-    def gamma_config(self) -> GammaRegConfig:
-        """The ``GammaRegConfig`` these arguments describe."""
-        return self._build_gamma_config()
-
-
-@dataclass
-class GammaRegTrainingArguments(GammaRegArgumentsMixin, TrainingArguments):
-    """`transformers.TrainingArguments` plus the ``gamma_*`` fields of `GammaRegArgumentsMixin`."""
-
-
-@dataclass
-class GammaRegSeq2SeqTrainingArguments(GammaRegArgumentsMixin, Seq2SeqTrainingArguments):
-    """`transformers.Seq2SeqTrainingArguments` plus the ``gamma_*`` fields of `GammaRegArgumentsMixin`."""
-
-
-def convert_training_args(args: TrainingArguments | None, target: type) -> TrainingArguments:
-    """Turn a plain ``TrainingArguments`` into ``target`` (a GammaReg subclass), keeping every value."""
-    if args is None:
-        return target(output_dir="trainer_output")
-    if isinstance(args, target):
-        return args
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and hasattr(args, f.name)}
-    known = {f.name for f in dataclasses.fields(target) if f.init}
-    return target(**{k: v for k, v in values.items() if k in known})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from typing import TYPE_CHECKING, Iterable
 
 from .roles import ROLES
@@ -184,27 +183,20 @@ def select_decayed(
     return decayed
 
 
-# transformers.Trainer's name patterns for "no decay" (transformers 5.x `get_decay_parameter_names`).
+# transformers.Trainer's name patterns for "no decay" (transformers 5.x `Trainer.get_decay_parameter_names`).
 _HF_NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
 
 
 def hf_default_decay_names(model: "nn.Module") -> set[str]:
-    """The parameter names ``transformers.Trainer`` decays for ``model``.
+    """The parameter names ``transformers.Trainer`` decays for ``model``: its rule, without importing the Trainer.
 
-    When ``transformers.trainer`` is loaded, its own ``get_decay_parameter_names`` is called unbound
-    (it reads nothing from ``self``), which is HF's exact rule for the installed version. Otherwise
-    the same rule is applied through ``trainer_pt_utils`` rather than importing the Trainer (~85 MB).
+    ``Trainer.get_decay_parameter_names`` is ``get_parameter_names(model, [nn.LayerNorm], <the patterns
+    above>)``; this applies the same call through ``trainer_pt_utils`` (the Trainer module costs ~85 MB).
+    `GammaRegTrainer` does not use it: it passes the Trainer's own names, so ``hf-default`` there is the
+    installed Trainer's split by construction; ``benchmarks/architecture_coverage.py`` checks on every
+    buildable model type that the two agree.
     """
-    trainer_module = sys.modules.get("transformers.trainer")
-    if trainer_module is not None:
-        return set(trainer_module.Trainer.get_decay_parameter_names(None, model))
-    return _hf_rule_without_trainer(model)
-
-
-def _hf_rule_without_trainer(model: "nn.Module") -> set[str]:
-    """``Trainer.get_decay_parameter_names`` re-applied through ``trainer_pt_utils`` (no Trainer import)."""
     from torch import nn
     from transformers.trainer_pt_utils import get_parameter_names
 
     return set(get_parameter_names(model, [nn.LayerNorm], _HF_NO_DECAY_PATTERNS))
-

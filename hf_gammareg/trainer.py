@@ -27,13 +27,8 @@ from ._param_groups import (  # noqa: F401  (GammaDecayPlan, parameter_name_map:
 )
 from .analysis import classify_gammas
 from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
-from .config import (
-    CONFIG_NAME,
-    GammaRegConfig,
-    GammaRegSeq2SeqTrainingArguments,
-    GammaRegTrainingArguments,
-    convert_training_args,
-)
+from .config import CONFIG_NAME, GammaRegConfig
+from .training_args import GammaRegSeq2SeqTrainingArguments, GammaRegTrainingArguments, convert_training_args
 from .horizon import GroupHorizon, decay_horizon
 from .report import GammaReport
 
