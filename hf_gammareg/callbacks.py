@@ -10,9 +10,9 @@ from typing import Iterable
 import torch
 from transformers import TrainerCallback
 
-from ._param_groups import is_dtensor
 from .report import GammaReport
 from .roles import ROLES
+from .wrappers import is_dtensor
 
 HISTORY_NAME = "gamma_history.jsonl"
 REPORT_NAME = "gamma_report.json"

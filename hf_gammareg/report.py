@@ -6,8 +6,11 @@ import dataclasses
 import json
 from typing import Any, Iterable
 
-from .policy import select_decayed
 from .roles import ROLES
+from .tables import text_table
+
+# The reason given for a γ without a role (it took no part in the recorded forward pass).
+NO_ROLE_REASON = "does not take part in the forward pass"
 
 
 @dataclasses.dataclass
@@ -52,10 +55,17 @@ class GammaReport:
             return self.roles[name]
         return "untracked" if name in self.untracked else "unused"
 
+    def reason_of(self, name: str) -> str:
+        """The one-line reason for ``name``'s role (for a γ without one, that it took no part in the pass)."""
+        return self.reasons.get(name, NO_ROLE_REASON)
+
     def decay_names(
         self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()
     ) -> set[str]:
         """The γ names that ``policy`` decays (see :func:`hf_gammareg.policy.select_decayed`)."""
+        # The policy layer sits above the report; a convenience for callers that hold only a report.
+        from .policy import select_decayed
+
         return select_decayed(self, policy, include=include, exclude=exclude)
 
     def counts(self) -> dict[str, tuple[int, int]]:
@@ -91,15 +101,9 @@ class GammaReport:
     def to_table(self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> str:
         """Plain-text table, one row per γ: name, norm type, role, decay yes/no, reason."""
         decayed = self.decay_names(policy, include=include, exclude=exclude)
-        rows = [("parameter", "norm", "role", "decay", "reason")]
-        for name in self.gammas:
-            role = self.role_of(name)
-            reason = self.reasons.get(name, "does not take part in the forward pass")
-            rows.append((name, self.norm_types.get(name, "?"), role, "yes" if name in decayed else "no", reason))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * 6)
-        return "\n".join(lines)
+        rows = [(name, self.norm_types.get(name, "?"), self.role_of(name), "yes" if name in decayed else "no",
+                 self.reason_of(name)) for name in self.gammas]
+        return "\n".join(text_table(("parameter", "norm", "role", "decay", "reason"), rows))
 
     def summary(self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> str:
         """One line: counts and numel per role and how many γ the policy decays."""

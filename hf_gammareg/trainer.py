@@ -18,19 +18,14 @@ import torch
 from torch import nn
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 
-from ._param_groups import (  # noqa: F401  (GammaDecayPlan, parameter_name_map: importable from here too)
-    GammaDecayPlan,
-    gamma_decay_plan,
-    l2_penalty,
-    parameter_name_map,
-    unwrap_model,
-)
 from .analysis import classify_gammas
 from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
 from .config import CONFIG_NAME, GammaRegConfig
-from .training_args import GammaRegSeq2SeqTrainingArguments, GammaRegTrainingArguments, convert_training_args
 from .horizon import GroupHorizon, decay_horizon
+from .plan import GammaDecayPlan, gamma_decay_plan, l2_penalty
 from .report import GammaReport
+from .training_args import GammaRegSeq2SeqTrainingArguments, GammaRegTrainingArguments, convert_training_args
+from .wrappers import unwrap_model
 
 logger = logging.getLogger(__name__)
 

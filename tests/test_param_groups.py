@@ -240,7 +240,7 @@ def test_l2_penalty_for_custom_loops():
 
 
 def test_docstring_example_runs():
-    import hf_gammareg._param_groups as module
+    import hf_gammareg.plan as module
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 8 and result.failed == 0

@@ -1,4 +1,4 @@
-"""The decision as optimizer parameter groups: one implementation for `GammaRegTrainer` and any training loop.
+"""The plan: which parameters get weight decay, as optimizer parameter groups — for `GammaRegTrainer` and any loop.
 
 :func:`param_groups` is the public entry (timm's ``param_groups_weight_decay``, with γ split by role);
 :func:`decay_plan` returns the :class:`GammaDecayPlan` behind it, for coupled L2 (:func:`l2_penalty`) and the
@@ -10,8 +10,8 @@ so ``param_groups(model, wd, ...)`` and ``GammaRegTrainer(...).create_optimizer(
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -24,56 +24,49 @@ from .horizon import GroupHorizon, decay_horizon, horizon_lines
 from .policy import compile_patterns, hf_default_decay_names
 from .report import GammaReport
 from .roles import ROLES
+from .tables import text_table
+from .wrappers import is_dtensor, is_fsdp1, parameter_name_map, unwrap_model
 
-__all__ = ["GammaDecayPlan", "decay_plan", "gamma_decay_plan", "l2_penalty", "param_groups", "parameter_name_map",
-           "unwrap_model"]
-
-# Wrappers that add a prefix to parameter names: torch.compile (`_orig_mod.`), DDP/DataParallel
-# (`module.`), FSDP1 (`_fsdp_wrapped_module.`). Roles are computed on the unwrapped model and the
-# names mapped back. FSDP2 (`fully_shard`) keeps the names and changes the parameters into DTensors.
-_WRAPPER_ATTRS = ("_orig_mod", "module", "_fsdp_wrapped_module")
-# Segments that wrappers insert *inside* names, at any depth: FSDP1 wraps each auto-wrapped layer
-# (`layer.0._fsdp_wrapped_module.attention…`), activation checkpointing wraps blocks
-# (`_checkpoint_wrapped_module`), and a compiled submodule keeps `_orig_mod`.
-_INNER_WRAPPER_SEGMENTS = frozenset(("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod"))
+__all__ = ["Decision", "GammaDecayPlan", "PlanRow", "decay_plan", "gamma_decay_plan", "l2_penalty", "param_groups"]
 
 NoDecayRule = Sequence[str] | Callable[[nn.Module], Iterable[str]] | None
 
 
-def unwrap_model(model: nn.Module) -> tuple[nn.Module, str]:
-    """Strip torch.compile/DDP/FSDP wrappers; returns ``(inner model, name prefix the wrappers add)``."""
-    prefix = ""
-    while True:
-        for attr in _WRAPPER_ATTRS:
-            inner = getattr(model, attr, None)
-            if isinstance(inner, nn.Module) and attr in dict(model.named_children()):
-                model, prefix = inner, f"{prefix}{attr}."
-                break
-        else:
-            return model, prefix
+class Decision(str, enum.Enum):
+    """What happens to one γ in the optimizer (the value is how a table shows it)."""
+
+    DECAYED = "yes"  # the optimizer decays it (decoupled weight decay > 0)
+    PENALIZED = "yes (L2)"  # an L2 penalty in the loss regularizes it
+    KEPT = "no"  # in the optimizer, no decay
+    FROZEN = "frozen"  # does not require grad: not trained
+    NOT_IN_OPTIMIZER = "not in optimizer"  # trainable, but the optimizer does not hold it
+
+    @property
+    def regularized(self) -> bool:
+        return self in (Decision.DECAYED, Decision.PENALIZED)
 
 
-def parameter_name_map(model: nn.Module) -> dict[str, str]:
-    """``{name in the unwrapped model: name in model}`` for every parameter of a (wrapped) ``model``."""
-    _, prefix = unwrap_model(model)
-    out: dict[str, str] = {}
-    for name, _ in model.named_parameters():
-        inner = name.removeprefix(prefix)
-        out.setdefault(".".join(s for s in inner.split(".") if s not in _INNER_WRAPPER_SEGMENTS), name)
-    return out
+@dataclass(frozen=True)
+class PlanRow:
+    """One γ of a plan, as the optimizer treats it.
 
-
-def is_dtensor(tensor) -> bool:
-    """Whether ``tensor`` is a `DTensor` (FSDP2, tensor parallel): one shard per rank, not the whole tensor.
-
-    Looked up in ``sys.modules`` so that a process that never imported DTensor pays nothing for the check.
+    ``overridden_by`` is ``"include"`` or ``"exclude"`` when a pattern changed what the role alone decides;
+    ``coefficient`` is the weight decay of the group that holds it (the plan's own value before the optimizer
+    exists), ``None`` for a γ that no group holds.
     """
-    module = sys.modules.get("torch.distributed.tensor")
-    return module is not None and isinstance(tensor, module.DTensor)
 
+    name: str  # as the analysis names it
+    model_name: str  # as the (maybe wrapped) model names it
+    role: str
+    decision: Decision
+    coefficient: float | None
+    numel: int = 0
+    reason: str = ""
+    overridden_by: str | None = None
 
-def _is_fsdp1(model: nn.Module) -> bool:
-    return any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
+    @property
+    def decision_text(self) -> str:
+        return self.decision.value + (f" ({self.overridden_by})" if self.overridden_by else "")
 
 
 @dataclass
@@ -167,7 +160,8 @@ class GammaDecayPlan:
         return horizon_lines(horizon, len(self.decayed))
 
     # -- what the optimizer does, γ by γ ------------------------------------------------------------------
-    def _rows(self, model: nn.Module, optimizer) -> list[dict]:
+    def rows(self, model: nn.Module, optimizer=None) -> list[PlanRow]:
+        """One `PlanRow` per γ of ``model``: read from ``optimizer.param_groups``, or planned when it is ``None``."""
         params = dict(model.named_parameters())
         in_optimizer: dict[int, float] | None = None
         if optimizer is not None:
@@ -178,27 +172,28 @@ class GammaDecayPlan:
         for name in report.gammas if report is not None else sorted(self.gammas):
             model_name = self.names.get(name, name)
             param = params.get(model_name)
-            role = report.role_of(name) if report is not None else "?"
             if model_name in self.frozen or (param is not None and not param.requires_grad):
-                wd, status = None, "frozen"
+                wd, decision = None, Decision.FROZEN
             else:
                 if in_optimizer is None:
                     wd = self.weight_decay_of(model_name)  # planned: the optimizer is not built yet
                 else:
                     wd = in_optimizer.get(id(param)) if param is not None else None
-                penalized = self.regularization == "l2" and model_name in self.decayed and self.coefficient > 0
                 if wd is None:
-                    status = "not in optimizer"
-                elif penalized:
-                    status = "yes (L2)"
+                    decision = Decision.NOT_IN_OPTIMIZER
+                elif self.regularization == "l2" and model_name in self.decayed and self.coefficient > 0:
+                    decision = Decision.PENALIZED
                 else:
-                    status = "yes" if wd > 0 else "no"
-            if by_role is not None and status in ("yes", "no") and (name in by_role) != (model_name in self.decayed):
-                status += " (include)" if model_name in self.decayed else " (exclude)"
-            rows.append({"name": name, "model_name": model_name, "role": role, "status": status, "wd": wd,
-                         "numel": report.numel.get(name, 0) if report is not None else 0,
-                         "reason": report.reasons.get(name, "does not take part in the forward pass")
-                         if report is not None else ""})
+                    decision = Decision.DECAYED if wd > 0 else Decision.KEPT
+            overridden = None
+            if (by_role is not None and decision in (Decision.DECAYED, Decision.KEPT)
+                    and (name in by_role) != (model_name in self.decayed)):
+                overridden = "include" if model_name in self.decayed else "exclude"
+            if decision is Decision.PENALIZED:
+                wd = self.coefficient
+            rows.append(PlanRow(name=name, model_name=model_name, role=report.role_of(name) if report else "?",
+                                decision=decision, coefficient=wd, numel=report.numel.get(name, 0) if report else 0,
+                                reason=report.reason_of(name) if report else "", overridden_by=overridden))
         return rows
 
     def notices(self, model: nn.Module, optimizer=None, *, arg_prefix: str = "") -> list[str]:
@@ -206,9 +201,9 @@ class GammaDecayPlan:
 
         ``arg_prefix`` names the arguments as the caller knows them (``"gamma_"`` for the Trainer's).
         """
-        return self._notices(self._rows(model, optimizer), optimizer, arg_prefix)
+        return self._notices(self.rows(model, optimizer), arg_prefix)
 
-    def _notices(self, rows: list[dict], optimizer, arg_prefix: str) -> list[str]:
+    def _notices(self, rows: list[PlanRow], arg_prefix: str) -> list[str]:
         cfg, report = self.config, self.report
         if cfg is None or report is None or not rows:
             return []
@@ -216,18 +211,18 @@ class GammaDecayPlan:
                "include": f"{arg_prefix}include", "exclude": f"{arg_prefix}exclude",
                "gwd": "gamma_weight_decay"}
         out = []
-        trainable = [r for r in rows if r["status"] != "frozen"]
-        n_on = sum(r["status"].startswith("yes") for r in trainable)
+        trainable = [r for r in rows if r.decision is not Decision.FROZEN]
+        n_on = sum(r.decision.regularized for r in trainable)
         planned = self.decayed
         if planned and self.coefficient == 0:
             out.append(f"weight decay is 0, so none of the {len(planned)} γ that policy {cfg.policy!r} selects is "
                        f"decayed: set weight_decay (e.g. 0.01) or {arg['gwd']}.")
         elif trainable and not n_on and cfg.policy not in ("none", "hf-default"):
             if not planned:
-                hf = set(report.hf_default) & {r["name"] for r in trainable}
+                hf = set(report.hf_default) & {r.name for r in trainable}
                 same = ("the same split as transformers.Trainer (hf-default)" if not hf
                         else f"fewer than transformers.Trainer, which decays {len(hf)}")
-                roles = {r["role"] for r in trainable}
+                roles = {r.role for r in trainable}
                 if cfg.invariance == "exact" and "stream" in roles and not roles & {"branch", "invariant"}:
                     fix = (f"post-LN model: try {arg['invariance']}='approximate' (its norms are then invariant), "
                            f"or {arg['policy']}='all'.")
@@ -238,16 +233,16 @@ class GammaDecayPlan:
             else:
                 out.append("the optimizer does not decay the γ the policy selects (it was built elsewhere, with its "
                            "own groups): build its groups with hf_gammareg.param_groups(model, weight_decay, ...).")
-        changed = [r for r in rows if r["status"].endswith(("(include)", "(exclude)"))]
+        changed = [r for r in rows if r.overridden_by]
         if changed:
-            shown = ", ".join(f"{r['name']} ({r['role']} → {'decayed' if 'include' in r['status'] else 'kept'})"
+            shown = ", ".join(f"{r.name} ({r.role} → {'decayed' if r.overridden_by == 'include' else 'kept'})"
                               for r in changed[:3]) + (", …" if len(changed) > 3 else "")
             out.append(f"{arg['include']}/{arg['exclude']} override the roles for {len(changed)} γ: {shown}; if that "
                        "is not what you meant, narrow the patterns.")
         for key in ("include", "exclude"):
             for pattern in getattr(cfg, key):
                 compiled = compile_patterns([pattern], key)[0]
-                if not any(compiled.search(r["name"]) for r in rows):
+                if not any(compiled.search(r.name) for r in rows):
                     out.append(f"{arg[key]} pattern {pattern!r} matches no γ; check it against the names in this "
                                "table.")
         return out
@@ -265,7 +260,7 @@ class GammaDecayPlan:
         if horizon is None and optimizer is not None and num_steps is not None:
             horizon = self.horizon(model, optimizer, num_steps, lr_scheduler)
         horizon_line, horizon_notice = self.horizon_lines(horizon)
-        rows = self._rows(model, optimizer)
+        rows = self.rows(model, optimizer)
         cfg = self.config
         header = "γ weight decay " + ("of this optimizer" if optimizer is not None else
                                       "as planned (the optimizer is not built yet)")
@@ -276,27 +271,22 @@ class GammaDecayPlan:
                    f"weight decay {self.weight_decay:g}; decayed γ: L2 penalty {self.coefficient:g}/2·‖γ‖² in the loss")
             header += (f" — policy {cfg.policy!r}, invariance {cfg.invariance}, include {pats['include']}, "
                        f"exclude {pats['exclude']}; {how}")
-        table = [("parameter", "role", "decayed", "coefficient", "reason")]
-        for r in rows:
-            coef = "–" if r["wd"] is None else (f"{self.coefficient:g} (L2)" if r["status"] == "yes (L2)" else f"{r['wd']:g}")
-            table.append((r["name"], r["role"], r["status"], coef, r["reason"]))
-        widths = [max(len(t[i]) for t in table) for i in range(4)]
-        lines = [header, ""]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(t[:4], widths)) + "  " + t[4] for t in table[:1]]
-        lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
-        lines += ["  ".join(c.ljust(w) for c, w in zip(t[:4], widths)) + "  " + t[4] for t in table[1:]]
-        on = [r for r in rows if r["status"].startswith("yes")]
+        cells = [(r.name, r.role, r.decision_text,
+                  "–" if r.coefficient is None else f"{r.coefficient:g}" + (" (L2)" if r.decision is Decision.PENALIZED else ""),
+                  r.reason) for r in rows]
+        lines = [header, "", *text_table(("parameter", "role", "decayed", "coefficient", "reason"), cells)]
+        on = [r for r in rows if r.decision.regularized]
         by_role = []
         for role in list(ROLES) + ["untracked", "unused"]:
-            of_role = [r for r in rows if r["role"] == role]
+            of_role = [r for r in rows if r.role == role]
             if of_role:
-                by_role.append(f"{role} {sum(r in on for r in of_role)}/{len(of_role)}")
-        numel_on, numel_all = sum(r["numel"] for r in on), sum(r["numel"] for r in rows)
+                by_role.append(f"{role} {sum(r.decision.regularized for r in of_role)}/{len(of_role)}")
+        numel_on, numel_all = sum(r.numel for r in on), sum(r.numel for r in rows)
         lines += ["", (f"{len(on)} of {len(rows)} γ decayed ({numel_on:,} of {numel_all:,} values); "
                        f"decayed/total by role: {', '.join(by_role)}")]
         if horizon_line:
             lines.append(horizon_line)
-        lines += [f"! {n}" for n in self._notices(rows, optimizer, arg_prefix)]
+        lines += [f"! {n}" for n in self._notices(rows, arg_prefix)]
         if horizon_notice:
             lines.append(f"! {horizon_notice}")
         return "\n".join(lines)
@@ -365,7 +355,7 @@ def gamma_decay_plan(
 
 
 def _refuse_sharded(model: nn.Module) -> None:
-    if _is_fsdp1(model):
+    if is_fsdp1(model):
         # FSDP1 has already flattened and sharded the parameters: a forward on a copy of this
         # model sees the shards, not the layers. GammaRegTrainer.train classifies before wrapping.
         raise ValueError(
