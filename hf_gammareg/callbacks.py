@@ -12,6 +12,7 @@ from transformers import TrainerCallback
 
 from .report import GammaReport
 from .roles import ROLES
+from .tables import markdown_table
 from .wrappers import is_dtensor
 
 HISTORY_NAME = "gamma_history.jsonl"
@@ -215,15 +216,13 @@ def model_card_section(report: GammaReport, policy: str, decayed: set[str], coef
         f"`{invariance}`, {regularization} weight decay {coefficient:g} on {len(decayed)} of "
         f"{len(report.gammas)} normalization scales (γ).",
         "",
-        "| role | γ | values | decayed |",
-        "|---|---|---|---|",
     ]
+    rows = []
     for role in list(ROLES) + ["untracked", "unused"]:
-        if role not in counts:
-            continue
-        names = [n for n in report.gammas if report.role_of(n) == role]
-        n_decayed = sum(1 for n in names if n in decayed)
-        lines.append(f"| {role} | {counts[role][0]} | {counts[role][1]:,} | {n_decayed} |")
+        if role in counts:
+            names = [n for n in report.gammas if report.role_of(n) == role]
+            rows.append((role, counts[role][0], f"{counts[role][1]:,}", sum(1 for n in names if n in decayed)))
+    lines += markdown_table(("role", "γ", "values", "decayed"), rows)
     if horizon:
         lines += ["", horizon[0].upper() + horizon[1:] + "."]
     lines += ["", f"Per-γ roles and reasons: `{REPORT_NAME}`; settings: `gammareg_config.json`.", ""]

@@ -20,6 +20,7 @@ from importlib import resources
 
 from .policy import POLICY_HELP
 from .roles import INVARIANCE_MODES
+from .tables import text_table
 
 _EMBEDDED_DIR = "configs"
 # --task: the head decides roles (DESIGN.md: "the head is whatever the model outputs"), so `inspect`
@@ -168,13 +169,13 @@ def format_table(report, policy: str, *, include=(), exclude=(), width: int | No
         if len(set(cut)) == len(cut):
             rows = [(c, *r[1:]) for c, r in zip(cut, rows)]
             widths[0] = budget
-    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    for name, row in zip(gammas, rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-        reason = report.reasons.get(name, "does not take part in the forward pass")
-        lines += textwrap.wrap(reason, max(width - 4, 20), initial_indent="    ", subsequent_indent="    ",
-                               max_lines=2, placeholder=" …", break_long_words=False, break_on_hyphens=False)
+    table = text_table(header, rows, free_last=False)
+    lines = table[:2]
+    for name, row_line in zip(gammas, table[2:]):
+        lines.append(row_line)
+        lines += textwrap.wrap(report.reason_of(name), max(width - 4, 20), initial_indent="    ",
+                               subsequent_indent="    ", max_lines=2, placeholder=" …", break_long_words=False,
+                               break_on_hyphens=False)
     shortened = [f"the prefix `{prefix}`" if prefix else "", "`.weight`" if any(n.endswith(".weight") for n in gammas)
                  else ""]
     note = " and ".join(s for s in shortened if s)

@@ -45,6 +45,7 @@ import time
 from importlib import metadata
 
 from hf_gammareg.sweeps import plot_sweep, read_sweep_csv, summarize
+from hf_gammareg.tables import markdown_cell, markdown_table
 
 DEFAULT_POLICIES = ["hf-default", "guidelines", "guidelines+approximate", "all", "none",
                     "only:branch", "only:invariant", "only:stream", "only:head"]
@@ -219,10 +220,6 @@ def _fmt(value: float, digits: int = 2) -> str:
     return f"{0.0 if abs(value) < 0.5 * 10 ** -digits else value:+.{digits}f}"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")  # a regex's alternation must not end the Markdown cell
-
-
 def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, order: list[str],
            seeds: list[int]) -> None:
     """Write the Markdown table of a sweep CSV (provenance, per-policy statistics, per-run diagnostics)."""
@@ -257,15 +254,15 @@ def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, ord
     if baseline:
         cols += [f"Δ {primary} vs `{baseline}` [95 % CI]", "significant"]
     cols += [f"{primary} per seed"]
-    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    table_rows = []
     for label in labels:
         runs = [r for r in rows if r[label_key] == label]
         spec = specs[label]
         setting = spec.get("policy", label) + ("" if spec.get("invariance", "exact") == "exact" else " + approximate")
         if spec.get("include"):
-            setting += f", include `{_cell(spec['include'])}`"
+            setting += f", include `{markdown_cell(spec['include'])}`"
         if spec.get("exclude"):
-            setting += f", exclude `{_cell(spec['exclude'])}`"
+            setting += f", exclude `{markdown_cell(spec['exclude'])}`"
         if spec.get("gamma_weight_decay"):
             setting += f", γ wd {spec['gamma_weight_decay']}"
         elif any_gwd and spec.get("policy") != "none":  # say what the other γ get when some entries set it
@@ -287,7 +284,8 @@ def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, ord
         by_seed = dict(zip(s.seeds, s.values))
         cells.append(", ".join(f"{by_seed[k]:.{dec[primary]}f}" if k in by_seed else "–"
                                for k in seeds + sorted(set(by_seed) - set(seeds))))
-        lines.append("| " + " | ".join(cells) + " |")
+        table_rows.append(cells)
+    lines += markdown_table(cols, table_rows)
     lines += ["", f"Per seed: `{primary}` for seeds {' '.join(map(str, seeds))} (– not run yet)."]
     if baseline:
         lines.append(
@@ -298,14 +296,15 @@ def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, ord
             "several).")
     if extras:
         lines += ["", "Per-run diagnostics (mean over seeds):", ""]
-        lines += ["| entry | " + " | ".join(extras) + " |", "|---|" + "---|" * len(extras)]
+        diagnostics = []
         for label in labels:
             runs = [r for r in rows if r[label_key] == label]
             vals = []
             for key in extras:
                 nums = [float(r[key]) for r in runs if r.get(key) not in (None, "")]
                 vals.append(f"{sum(nums) / len(nums):.4g}" if nums else "–")
-            lines.append(f"| `{label}` | " + " | ".join(vals) + " |")
+            diagnostics.append([f"`{label}`", *vals])
+        lines += markdown_table(["entry", *extras], diagnostics)
     with open(md_path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 
