@@ -5,7 +5,7 @@
 Each size runs in a fresh subprocess so that peak RSS is that size's own. Printed per size: wall time
 of `classify_gammas` (best of --repeats after one warm-up; model construction on meta excluded), peak
 RSS above the RSS right after `import transformers` and above the RSS once the meta model is built,
-and at the end t(160)/t(80). Targets (issue #2): ≤ 1 s, ≤ 150 MB, ratio ≤ 2.2.
+and at the end t(160)/t(80). Targets: ≤ 1 s, ≤ 150 MB, ratio ≤ 2.2.
 """
 
 from __future__ import annotations

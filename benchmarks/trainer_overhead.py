@@ -10,7 +10,7 @@ from other work on a shared machine hits both alike; each round gives one ratio,
 ratio is printed. Step time is measured from `on_train_begin` (after the optimizer, and with it the
 γ classification, is built) to `on_train_end`, divided by the steps. The one-time cost is printed
 twice: `classify_gammas` alone (best of --rounds) and the extra time `GammaRegTrainer.create_optimizer`
-takes over `Trainer.create_optimizer` (median). Target (issue #5): ratio ≤ 1.01.
+takes over `Trainer.create_optimizer` (median). Target: ratio ≤ 1.01.
 """
 
 from __future__ import annotations

@@ -11,14 +11,16 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
 import shutil
 import sys
 import textwrap
 from importlib import resources
 
-from .policy import POLICY_HELP
+from .policy import POLICY_HELP, unmatched_pattern_notices
 from .roles import INVARIANCE_MODES
 from .tables import text_table
 
@@ -154,12 +156,11 @@ def format_table(report, policy: str, *, include=(), exclude=(), width: int | No
     summary = report.summary(policy, include=include, exclude=exclude)
     if width is None or max(map(len, full.splitlines())) <= width:
         return full + "\n" + summary
-    decayed = report.decay_names(policy, include=include, exclude=exclude)
     gammas = report.gammas
     prefix = _common_prefix(gammas)
     names = [n[len(prefix):].removesuffix(".weight") for n in gammas]
-    rows = [(short, report.norm_types.get(n, "?"), report.role_of(n), "yes" if n in decayed else "no")
-            for n, short in zip(gammas, names)]
+    decisions = report.decisions(policy, include=include, exclude=exclude)
+    rows = [(short, report.norm_types.get(n, "?"), report.role_of(n), decisions[n]) for n, short in zip(gammas, names)]
     header = ("parameter", "norm", "role", "decay")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
     budget = width - sum(widths[1:]) - 6
@@ -225,6 +226,9 @@ def _inspect(args) -> int:
     if width is None and not args.wide and sys.stdout.isatty():
         width = shutil.get_terminal_size().columns
     print(format_table(report, args.policy, include=include, exclude=exclude, width=None if args.wide else width))
+    for notice in unmatched_pattern_notices(report.gammas, include, exclude, include_arg="--include",
+                                            exclude_arg="--exclude"):
+        print(f"! {notice}")
     if horizon is not None:
         from .horizon import horizon_lines
 
@@ -258,9 +262,29 @@ def _plot(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus "did you mean" for a mistyped flag or subcommand (exit status 2, one line)."""
+
+    def error(self, message: str):
+        words = re.findall(r"(--?[\w-]+)", message.partition(":")[2]) if "unrecognized" in message else []
+        known = [opt for a in self._actions for opt in a.option_strings]
+        for sub in (a for a in self._actions if isinstance(a, argparse._SubParsersAction)):
+            known += list(sub.choices)
+            for p in sub.choices.values():
+                known += [opt for a in p._actions for opt in a.option_strings]
+        hints = [f"{w} → {c[0]}" for w in words if (c := difflib.get_close_matches(w, known, n=1))]
+        if "invalid choice" in message:
+            choice = re.search(r"invalid choice: '([^']*)'", message)
+            options = re.findall(r"'([^']*)'", message.partition("choose from")[2])
+            close = difflib.get_close_matches(choice.group(1), options, n=1) if choice else []
+            hints += [f"{choice.group(1)} → {close[0]}"] if close else []
+        self.exit(2, f"{self.prog}: error: {message}" + (f" (did you mean: {', '.join(hints)}?)" if hints else "")
+                  + "\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-gammareg", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="hf-gammareg", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("inspect", help="print the role of every γ of a model and what a policy decays")
     p.add_argument("model", help=f"embedded config ({', '.join(embedded_configs())}), local model dir, or Hub id")

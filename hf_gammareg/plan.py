@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,11 +22,13 @@ from torch import nn
 from .analysis import classify_gammas
 from .config import GammaRegConfig
 from .horizon import GroupHorizon, decay_horizon, horizon_lines
-from .policy import compile_patterns, hf_default_decay_names
+from .policy import hf_default_decay_names, unmatched_pattern_notices
 from .report import GammaReport
 from .roles import ROLES
 from .tables import text_table
 from .wrappers import is_dtensor, is_fsdp1, parameter_name_map, unwrap_model
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Decision", "GammaDecayPlan", "PlanRow", "decay_plan", "gamma_decay_plan", "l2_penalty", "param_groups"]
 
@@ -239,13 +242,16 @@ class GammaDecayPlan:
                               for r in changed[:3]) + (", …" if len(changed) > 3 else "")
             out.append(f"{arg['include']}/{arg['exclude']} override the roles for {len(changed)} γ: {shown}; if that "
                        "is not what you meant, narrow the patterns.")
-        for key in ("include", "exclude"):
-            for pattern in getattr(cfg, key):
-                compiled = compile_patterns([pattern], key)[0]
-                if not any(compiled.search(r.name) for r in rows):
-                    out.append(f"{arg[key]} pattern {pattern!r} matches no γ; check it against the names in this "
-                               "table.")
+        out += unmatched_pattern_notices([r.name for r in rows], cfg.include, cfg.exclude,
+                                         include_arg=arg["include"], exclude_arg=arg["exclude"])
         return out
+
+    def warn(self, model: nn.Module, optimizer=None, *, arg_prefix: str = "") -> list[str]:
+        """Log each of :meth:`notices` at WARNING (``hf_gammareg.plan``) and return them."""
+        notices = self.notices(model, optimizer, arg_prefix=arg_prefix)
+        for notice in notices:
+            logger.warning("hf_gammareg: %s", notice)
+        return notices
 
     def to_table(self, model: nn.Module, optimizer=None, *, arg_prefix: str = "", lr_scheduler=None,
                  num_steps: int | None = None, horizon: GroupHorizon | None = None) -> str:
@@ -480,6 +486,7 @@ def param_groups(
     plan = decay_plan(model, weight_decay, policy=policy, invariance=invariance,
                       gamma_weight_decay=gamma_weight_decay, include=include, exclude=exclude, report=report,
                       no_decay=no_decay)
+    plan.warn(model)  # the groups are all the caller sees: what deserves attention goes to the log, as in the Trainer
     return plan.param_groups(model)
 
 

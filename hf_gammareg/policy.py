@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import TYPE_CHECKING, Iterable
 
@@ -47,7 +48,10 @@ def parse_policy(policy: str) -> str | frozenset[str]:
         roles = [r.strip() for r in text.split(",")]
     unknown = [r for r in roles if r not in ROLES]
     if unknown or not roles:
-        raise ValueError(f"unknown gamma policy or role {unknown or [text]!r} in {policy!r}. {POLICY_HELP}")
+        known = [*NAMED_POLICIES, *ROLES, *(f"only:{r}" for r in ROLES)]
+        close = difflib.get_close_matches(text, known, n=1) or difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown gamma policy or role {unknown or [text]!r} in {policy!r}{hint}. {POLICY_HELP}")
     return frozenset(roles)
 
 
@@ -87,6 +91,18 @@ def _vet_pattern(pattern, field: str) -> None:
     except re.error as exc:
         raise ValueError(f"{field}: invalid regular expression {pattern!r}: {exc}") from exc
     check_pattern_backtracking(pattern, field)
+
+
+def unmatched_pattern_notices(names: Iterable[str], include: Iterable[str] = (), exclude: Iterable[str] = (), *,
+                              include_arg: str = "include", exclude_arg: str = "exclude") -> list[str]:
+    """One notice for each include/exclude pattern that matches none of ``names`` (a typo, usually)."""
+    names = list(names)
+    out = []
+    for arg, patterns in ((include_arg, include), (exclude_arg, exclude)):
+        for pattern, compiled in zip(normalize_patterns(patterns, arg), compile_patterns(patterns, arg)):
+            if not any(compiled.search(n) for n in names):
+                out.append(f"{arg} pattern {pattern!r} matches no γ; check it against the names in this table.")
+    return out
 
 
 def check_pattern_backtracking(pattern: str, field_name: str) -> None:

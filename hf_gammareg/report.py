@@ -100,10 +100,22 @@ class GammaReport:
 
     def to_table(self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> str:
         """Plain-text table, one row per γ: name, norm type, role, decay yes/no, reason."""
-        decayed = self.decay_names(policy, include=include, exclude=exclude)
-        rows = [(name, self.norm_types.get(name, "?"), self.role_of(name), "yes" if name in decayed else "no",
-                 self.reason_of(name)) for name in self.gammas]
+        rows = [(name, self.norm_types.get(name, "?"), self.role_of(name), decision, self.reason_of(name))
+                for name, decision in self.decisions(policy, include=include, exclude=exclude).items()]
         return "\n".join(text_table(("parameter", "norm", "role", "decay", "reason"), rows))
+
+    def decisions(self, policy: str = "guidelines", *, include: Iterable[str] = (),
+                  exclude: Iterable[str] = ()) -> dict[str, str]:
+        """``{γ: "yes" | "no"}`` under ``policy``, with " (include)" / " (exclude)" where a pattern changed it."""
+        decayed = self.decay_names(policy, include=include, exclude=exclude)
+        by_role = self.decay_names(policy) if include or exclude else decayed
+        out = {}
+        for name in self.gammas:
+            text = "yes" if name in decayed else "no"
+            if (name in decayed) != (name in by_role):
+                text += " (include)" if name in decayed else " (exclude)"
+            out[name] = text
+        return out
 
     def summary(self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> str:
         """One line: counts and numel per role and how many γ the policy decays."""

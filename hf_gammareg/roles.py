@@ -19,17 +19,3 @@ INVARIANCE_MODES = ("exact", "approximate")
 
 class GammaAnalysisError(RuntimeError):
     """The model's forward pass could not be run or read for γ classification."""
-
-
-# Names that lived here before the analysis became a package; kept importable from this module.
-_MOVED = {"classify_gammas": "analysis", "find_gammas": "analysis", "dummy_inputs": "analysis",
-          "is_norm_module": "analysis.norms", "norm_gamma": "analysis.norms", "GammaReport": "report",
-          "hf_default_decay_names": "policy"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"hf_gammareg.{_MOVED[name]}"), name)
-    raise AttributeError(f"module 'hf_gammareg.roles' has no attribute {name!r}")

@@ -26,7 +26,8 @@ def parse_args(parser: HfArgumentParser, argv: Sequence[str] | None) -> tuple:
 
     `HfArgumentParser.parse_yaml_file` alone cannot be overridden from the command line (trl's
     `TrlParser` solves it the same way: the YAML sets argparse defaults). A key the recipe does not
-    know ends the run with exit status 2 and a message naming the key and the closest known one.
+    know ends the run with exit status 2 and a message naming the key and the closest known one; so do a
+    mistyped flag (``--gamma_polcy all``) and a value the arguments refuse (``--gamma_policy guideline``).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith((".yaml", ".yml")):
@@ -49,7 +50,23 @@ def parse_args(parser: HfArgumentParser, argv: Sequence[str] | None) -> tuple:
         for key in values:
             actions[key].required = False  # the YAML supplies it; a CLI flag may still override
         parser.set_defaults(**values)
-    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    try:
+        *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False,
+                                                              return_remaining_strings=True)
+    except ValueError as exc:  # a value a dataclass refuses (--gamma_policy guideline, a bad regex, …)
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    if unknown:
+        flags = [opt for a in parser._actions for opt in a.option_strings if opt.startswith("--")]
+        problems = []
+        for arg in unknown:
+            if not arg.startswith("-"):
+                problems.append(repr(arg))
+                continue
+            close = difflib.get_close_matches(arg.split("=", 1)[0], flags, n=1)
+            problems.append(f"{arg!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        parser.exit(2, f"{parser.prog}: error: unrecognized argument{'s' if len(unknown) > 1 else ''} "
+                       f"{', '.join(problems)} (--help lists the known ones)\n")
+    return tuple(parsed)
 
 
 # -- data ---------------------------------------------------------------------------------------------

@@ -172,3 +172,25 @@ def test_inspect_offline_and_not_cached_says_so(capsys):
 def test_inspect_invalid_repo_id(capsys):
     assert main(["inspect", "./no such dir"]) == 2
     assert "not a local model directory, and not a valid Hub repo id" in capsys.readouterr().err
+
+
+def test_inspect_marks_overrides_and_unmatched_patterns(capsys):
+    assert main(["inspect", "gpt2", "--include", "ln_f", "--include", "ln_ff", "--exclude", r"h\.0\.", "--wide"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[3:5] for line in out.splitlines() if line.startswith("transformer.")}
+    assert rows["transformer.ln_f.weight"] == ["yes", "(include)"]  # head by role, decayed by the pattern
+    assert rows["transformer.h.0.ln_1.weight"] == ["no", "(exclude)"]  # branch by role, kept by the pattern
+    assert rows["transformer.h.1.ln_1.weight"][0] == "yes" and "(" not in rows["transformer.h.1.ln_1.weight"][1]
+    assert "! --include pattern 'ln_ff' matches no γ" in out
+
+
+def test_mistyped_flags_and_policies_get_did_you_mean(capsys):
+    for argv, hint in ((["inspect", "gpt2", "--polcy", "all"], "did you mean: --polcy → --policy?"),
+                       (["inspekt", "gpt2"], "inspekt → inspect")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and hint in err and len(err.strip().splitlines()) == 1
+    assert main(["inspect", "gpt2", "--policy", "guideline"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'guidelines'?" in err and len(err.strip().splitlines()) == 1

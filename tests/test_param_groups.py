@@ -246,7 +246,7 @@ def test_docstring_example_runs():
     assert result.attempted >= 8 and result.failed == 0
 
 
-# -- the trainer's own table (issue 11) -------------------------------------------------------------------------
+# -- the trainer's own table -------------------------------------------------------------------------------------
 def table_rows(text):
     """``{parameter: (role, decayed, coefficient)}`` from a γ table."""
     lines = text.splitlines()
@@ -372,3 +372,9 @@ def test_fsdp2_fully_shard_two_processes(tmp_path):
     assert abs(r0["ln_f_local_norm"] - r0["stats"]["head"]["norm"]) > 1.0
     # coupled L2 through l2_penalty on shards: the same γ as the unsharded run; the penalty moved them
     assert max(r0["l2_max_diff"].values()) < 1e-5 and min(r0["l2_moved"].values()) > 0.05
+
+
+def test_param_groups_warns_like_the_trainer(caplog):
+    with caplog.at_level(logging.WARNING, logger="hf_gammareg.plan"):
+        param_groups(tiny_gpt2(), 0.01, include=["ln_ff"])
+    assert any("include pattern 'ln_ff' matches no γ" in r.getMessage() for r in caplog.records)

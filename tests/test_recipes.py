@@ -418,3 +418,14 @@ def test_translation_two_processes_score_each_sentence_once(parallel, tmp_path):
     run_launcher(cmd)
     record = json.loads((out / "results.json").read_text())
     assert record["n_eval"] == 11
+
+
+def test_recipe_argument_errors_exit_2_with_did_you_mean(capsys):
+    recipe = load("cifar_resnet")
+    config = os.path.join(RECIPES, "configs", "cifar_resnet_cpu.yaml")
+    for argv, hint in (([config, "--gamma_polcy", "all"], "did you mean '--gamma_policy'?"),
+                       ([config, "--gamma_policy", "guideline"], "did you mean 'guidelines'?")):
+        with pytest.raises(SystemExit) as exit_:
+            recipe.parse_args(recipe.make_parser(), argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and hint in err and "Traceback" not in err
