@@ -42,8 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, 
 
 from modeling_cifar_resnet import (CIFAR10_CLASSES, CifarResNetConfig, CifarResNetForImageClassification,
                                    check_depth)
-from recipe_utils import (GammaTrajectoryCallback, Stopwatch, ThroughputCallback, gamma_record, parse_args,
-                          write_results)
+from recipe_utils import (GammaTrajectoryCallback, RunArguments, Stopwatch, ThroughputCallback, compute_accuracy,
+                          gamma_record, parse_args, write_results)
 from transformers import HfArgumentParser, set_seed
 
 from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments, find_gammas
@@ -66,7 +66,7 @@ CATEGORIES = {
 
 
 @dataclass
-class CifarArguments:
+class CifarArguments(RunArguments):
     data_dir: str = field(default="../shared/data/cifar10-jpeg", metadata={"help": f"Directory holding {ARCHIVE}."})
     cache_dir: str | None = field(
         default=None, metadata={"help": "Where the decoded uint8 arrays are cached (default ~/.cache/hf_gammareg)."})
@@ -77,9 +77,6 @@ class CifarArguments:
         default=None, metadata={"help": "Train on the first N images of each class (a fixed, balanced subset)."})
     test_per_class: int | None = field(default=None, metadata={"help": "Test on the first N images of each class."})
     channels_last: bool = field(default=True, metadata={"help": "channels-last memory format (faster on CPU)."})
-    torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads; default: torch's."})
-    results_file: str | None = field(default=None, metadata={"help": "Defaults to <output_dir>/results.json."})
-    save_model: bool = field(default=False, metadata={"help": "Save the trained model into output_dir."})
     trajectory_window: int = field(
         default=100, metadata={"help": "Steps per point of the γ RMS / effective-step trajectory in results.json."})
 
@@ -313,11 +310,6 @@ def build_model(args: CifarArguments, num_labels: int):
     return ResNetForImageClassification(config)
 
 
-def compute_metrics(eval_pred) -> dict[str, float]:
-    logits, labels = eval_pred
-    return {"accuracy": 100.0 * float((np.argmax(logits, axis=-1) == labels).mean())}
-
-
 def main(argv: list[str] | None = None) -> int:
     args, training_args = parse_args(make_parser(), argv)
     # Every check that needs no training comes first: a wrong flag must not cost a decode or a run.
@@ -346,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     gamma_names = set(find_gammas(model))
     trajectory = GammaTrajectoryCallback(gamma_category, gamma_names, window=args.trajectory_window)
     trainer = CifarTrainer(model=model, args=training_args, train_dataset=IndexDataset(len(train_idx)),
-                           eval_dataset=IndexDataset(len(test_idx)), compute_metrics=compute_metrics,
+                           eval_dataset=IndexDataset(len(test_idx)), compute_metrics=compute_accuracy,
                            train_batches=train, eval_batches=test,
                            callbacks=[ThroughputCallback(images_per_step), trajectory])
     gamma_start = gamma_rms_by_category(model, gamma_names)
@@ -373,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{cat} {gamma_start[cat]:.3f} -> {gamma_end[cat]:.3f}" for cat in CATEGORIES if cat in gamma_end))
     decayed_by_category = {cat: sorted(n for n in trainer.gamma_plan.decayed if gamma_category(n) == cat)
                            for cat in CATEGORIES}
-    write_results(trainer, args.results_file or os.path.join(training_args.output_dir, "results.json"), {
+    write_results(trainer, args.results_path(training_args.output_dir), {
         "recipe": "cifar_resnet", "model_type": args.model_type, "depth": args.depth, "seed": training_args.seed,
         "n_train": len(train_idx), "n_eval": len(test_idx), "train_loss": train_out.training_loss,
         "metrics": {"accuracy": metrics["eval_accuracy"]}, "primary_metric": "accuracy", "paper": PAPER,

@@ -52,8 +52,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
 
-from recipe_utils import (Stopwatch, ThroughputCallback, first_rows, gamma_record, gamma_rms_by_role, load_data_file,
-                          parse_args, write_results)
+from recipe_utils import (RunArguments, Stopwatch, ThroughputCallback, finish, first_rows, gamma_record, gamma_rms_by_role,
+                          load_data_file, parse_args)
 from torch.utils.data import DataLoader
 from transformers import HfArgumentParser, MarianConfig, MarianMTModel, set_seed
 
@@ -64,7 +64,7 @@ PAD, UNK, EOS = 0, 1, 2  # SentencePiece ids; Marian starts decoding from PAD
 
 
 @dataclass
-class TranslationArguments:
+class TranslationArguments(RunArguments):
     src_lang: str = field(default="de")
     tgt_lang: str = field(default="en")
     data_dir: str | None = field(default=None, metadata={"help": "Holds {train,valid,test}.{src,tgt} files."})
@@ -91,10 +91,6 @@ class TranslationArguments:
     attention_dropout: float = field(default=0.0)
     activation_dropout: float = field(default=0.0)
     max_position_embeddings: int = field(default=1024)
-    torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads; default: torch's."})
-    results_file: str | None = field(default=None, metadata={"help": "Defaults to <output_dir>/results.json."})
-    save_model: bool = field(default=False, metadata={
-        "help": "Save the model, its γ config and report and a model card into output_dir."})
 
 
 def make_parser() -> HfArgumentParser:
@@ -353,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
            "γ RMS by role at the end: " + ", ".join(f"{role} {v:.3f}" for role, v in rms.items()))
     print_(f"{len(hyps)} sentences, beam {training_args.generation_num_beams}: sacreBLEU {scores['sacrebleu']} "
            f"({scores['sacrebleu_signature']}), tokenized BLEU {scores['tok_bleu']} (paper: {PAPER['tok_bleu']})")
-    write_results(trainer, args.results_file or os.path.join(training_args.output_dir, "results.json"), {
+    record = {
         "recipe": "iwslt14_transformer", "seed": training_args.seed, "n_train": len(train), "n_eval": len(hyps),
         "vocab_size": vocab, "n_params": sum(p.numel() for p in model.parameters()),
         "train_loss": train_out.training_loss, "eval_loss": eval_loss,
@@ -362,17 +358,11 @@ def main(argv: list[str] | None = None) -> int:
         "tokens_per_s": round(tokens_per_s, 1), "threads": torch.get_num_threads(),
         "table_columns": {"tokens_per_s": round(tokens_per_s, 1), **{f"gamma_rms_{r}": v for r, v in rms.items()}},
         "gamma": gammas, "wall_s": clock.seconds(),
-    })
+    }
     card = {"tasks": "translation", "language": [args.src_lang, args.tgt_lang]}
     if args.dataset_name:
         card.update(dataset_tags=args.dataset_name, dataset=args.dataset_name)
-    if training_args.push_to_hub:
-        # Trainer.push_to_hub saves the model (with gammareg_config.json and gamma_report.json), writes the
-        # model card (with its γ section) and uploads output_dir: results.json and spm.model included.
-        trainer.push_to_hub(**card)
-    elif args.save_model:
-        trainer.save_model()
-        trainer.create_model_card(**card)
+    finish(trainer, args, record, card=card)  # output_dir holds spm.model too: it travels with the model
     return 0
 
 

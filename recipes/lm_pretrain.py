@@ -33,14 +33,15 @@ from torch.utils.data import Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
 
-from recipe_utils import Stopwatch, ThroughputCallback, gamma_record, gamma_rms_by_role, parse_args, write_results
+from recipe_utils import (RunArguments, Stopwatch, ThroughputCallback, gamma_record, gamma_rms_by_role, parse_args,
+                          write_results)
 from transformers import GPT2Config, GPT2LMHeadModel, HfArgumentParser, set_seed
 
 from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments
 
 
 @dataclass
-class LMArguments:
+class LMArguments(RunArguments):
     text_file: str = field(default="../shared/data/tinyshakespeare/input.txt",
                            metadata={"help": "A UTF-8 text file; the model is trained on its characters."})
     train_fraction: float = field(default=0.9, metadata={"help": "The first fraction trains, the rest validates."})
@@ -50,9 +51,6 @@ class LMArguments:
     n_embd: int = field(default=384)
     dropout: float = field(default=0.2)
     max_eval_windows: int | None = field(default=None, metadata={"help": "Validate on the first N windows only."})
-    torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads; default: torch's."})
-    results_file: str | None = field(default=None, metadata={"help": "Defaults to <output_dir>/results.json."})
-    save_model: bool = field(default=False, metadata={"help": "Save the model and vocab.json into output_dir."})
 
 
 def make_parser() -> HfArgumentParser:
@@ -203,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
            f"validation loss {val_loss:.4f} nats/char (perplexity {math.exp(val_loss):.2f}; unigram model "
            f"{unigram:.3f}) on {len(validation) * args.block_size:,} characters")
     print_("γ RMS by role at the end: " + ", ".join(f"{role} {v:.3f}" for role, v in rms.items()))
-    write_results(trainer, args.results_file or os.path.join(training_args.output_dir, "results.json"), {
+    write_results(trainer, args.results_path(training_args.output_dir), {
         "recipe": "lm_pretrain", "seed": training_args.seed, "vocab_size": tokenizer.vocab_size,
         "n_params": sum(p.numel() for p in model.parameters()), "n_train_chars": len(train_text),
         "n_val_chars": len(val_text), "train_loss": train_out.training_loss,

@@ -14,7 +14,10 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+import numpy as np
 
 import torch
 import yaml
@@ -148,8 +151,69 @@ def optimizer_gamma_record(model: torch.nn.Module, optimizer, plan, horizon=None
     }
 
 
+# The run record: the keys of every recipe's ``results.json`` that ``recipes/sweep.py`` reads. A recipe may
+# add others (samples, BLEU signatures, the γ trajectory); these must be there.
+RUN_RECORD = {
+    "recipe": "the recipe's name",
+    "seed": "the run's seed",
+    "metrics": "{name: value}: the results a sweep summarizes per entry (mean ± std, paired Δ)",
+    "primary_metric": "the key of `metrics` the sweep compares entries on",
+    "gamma": "optimizer_gamma_record(...): n_gammas, n_decayed, the decay horizon, every γ's decision",
+    "train_loss": "the mean training loss",
+    "wall_s": "the run's wall time, seconds",
+    "table_columns": "{name: value}: per-run diagnostics the sweep averages in a second table (optional)",
+}
+
+
+@dataclass
+class RunArguments:
+    """The arguments every recipe takes besides its own and the `TrainingArguments`."""
+
+    torch_num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads; default: torch's."})
+    results_file: str | None = field(default=None, metadata={"help": "Defaults to <output_dir>/results.json."})
+    save_model: bool = field(default=False, metadata={
+        "help": "Save the model, its γ config and report and a model card into output_dir."})
+
+    def results_path(self, output_dir: str) -> str:
+        return self.results_file or os.path.join(output_dir, "results.json")
+
+
+def check_run_record(record: dict[str, Any]) -> None:
+    """Refuse a run record without a key of `RUN_RECORD` (``table_columns`` is optional)."""
+    missing = [k for k in RUN_RECORD if k != "table_columns" and k not in record]
+    if missing:
+        raise ValueError(f"results.json record lacks {missing}; every recipe writes the keys of recipe_utils.RUN_RECORD")
+    if record["primary_metric"] not in record["metrics"]:
+        raise ValueError(f"primary_metric {record['primary_metric']!r} is not one of the metrics {list(record['metrics'])}")
+
+
+def finish(trainer, run: RunArguments, record: dict[str, Any], *, card: dict[str, Any] | None = None) -> None:
+    """The end of a Trainer recipe: write ``results.json`` (a `RUN_RECORD`), then push or save the model with its card.
+
+    ``trainer.push_to_hub`` saves the model (with ``gammareg_config.json`` and ``gamma_report.json``), writes the
+    model card (with its γ section) and uploads ``output_dir``, ``results.json`` included; ``--save_model``
+    does the same locally.
+    """
+    write_results(trainer, run.results_path(trainer.args.output_dir), record)
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub(**(card or {}))
+    elif run.save_model:
+        trainer.save_model()
+        trainer.create_model_card(**(card or {}))
+
+
+def compute_accuracy(eval_pred) -> dict[str, float]:
+    """`Trainer`'s ``compute_metrics`` for classifiers: accuracy in percent."""
+    logits, labels = eval_pred
+    return {"accuracy": 100.0 * float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
 def write_results(owner, path: str, record: dict[str, Any]) -> None:
-    """Write ``record`` as JSON from the main process only (``owner``: a Trainer or an ``Accelerator``)."""
+    """Write ``record`` (checked against `RUN_RECORD`) as JSON from the main process only.
+
+    ``owner``: a Trainer or an ``Accelerator``.
+    """
+    check_run_record(record)
     main = owner.is_world_process_zero() if hasattr(owner, "is_world_process_zero") else owner.is_main_process
     if main:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

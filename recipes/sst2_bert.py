@@ -29,12 +29,12 @@ import sys
 from dataclasses import dataclass, field
 
 import datasets
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
 
-from recipe_utils import Stopwatch, first_rows, gamma_record, load_data_file, parse_args, write_results
+from recipe_utils import (RunArguments, Stopwatch, compute_accuracy, finish, first_rows, gamma_record, load_data_file,
+                          parse_args)
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, HfArgumentParser,
                           set_seed)
 
@@ -44,7 +44,7 @@ PAPER = {"eval_accuracy": 92.09}  # Kim et al., BERT-base on SST-2 (validation a
 
 
 @dataclass
-class SST2Arguments:
+class SST2Arguments(RunArguments):
     model_name_or_path: str | None = field(
         default="bert-base-uncased", metadata={"help": "Hub id or local path of a BERT-family checkpoint."})
     dataset_name: str = field(default="glue", metadata={"help": "Hub dataset, used when no local files are given."})
@@ -54,9 +54,6 @@ class SST2Arguments:
     max_seq_length: int = field(default=128, metadata={"help": "Longer sentences are truncated."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training sentences."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N validation sentences."})
-    results_file: str | None = field(default=None, metadata={"help": "Defaults to <output_dir>/results.json."})
-    save_model: bool = field(default=False, metadata={
-        "help": "Save the fine-tuned model, its γ config and report and a model card into output_dir."})
 
 
 def make_parser() -> HfArgumentParser:
@@ -71,11 +68,6 @@ def load_split(args: SST2Arguments, split: str) -> datasets.Dataset:
     else:
         data = datasets.load_dataset(args.dataset_name, args.dataset_config_name, split=split)
     return first_rows(data, args.max_train_samples if split == "train" else args.max_eval_samples)
-
-
-def compute_metrics(eval_pred) -> dict[str, float]:
-    logits, labels = eval_pred
-    return {"accuracy": 100.0 * float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
 def tokenized_splits(args: SST2Arguments, training_args, tokenizer) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -114,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     # 67,349 sentences / 32 = 2,105 steps per epoch on one device; 3 epochs = 6,315 steps.
     trainer = GammaRegTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=validation,
-        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer, compute_metrics=compute_metrics,
+        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer, compute_metrics=compute_accuracy,
     )
     train_out = trainer.train()
     metrics = trainer.evaluate()
@@ -122,23 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     trainer.accelerator.print(f"hf_gammareg: {gammas['summary']}")
     trainer.accelerator.print(f"SST-2 validation accuracy: {metrics['eval_accuracy']:.2f} % "
                               f"({len(validation)} sentences; paper: {PAPER['eval_accuracy']})")
-    write_results(trainer, args.results_file or os.path.join(training_args.output_dir, "results.json"), {
+    record = {
         "recipe": "sst2_bert", "model": args.model_name_or_path, "seed": training_args.seed,
         "n_train": len(train), "n_eval": len(validation), "train_loss": train_out.training_loss,
         "metrics": {"eval_accuracy": metrics["eval_accuracy"]}, "primary_metric": "eval_accuracy",
         "paper": PAPER, "gamma": gammas, "wall_s": clock.seconds(),
-    })
+    }
     card = {"tasks": "text-classification", "language": "en"}
     if not args.train_file:
         card.update(dataset_tags=args.dataset_name, dataset_args=args.dataset_config_name,
                     dataset=f"{args.dataset_name}/{args.dataset_config_name}")
-    if training_args.push_to_hub:
-        # Trainer.push_to_hub saves the model (with gammareg_config.json and gamma_report.json), writes the
-        # model card (with its γ section) and uploads output_dir, results.json included.
-        trainer.push_to_hub(**card)
-    elif args.save_model:
-        trainer.save_model()
-        trainer.create_model_card(**card)
+    finish(trainer, args, record, card=card)
     return 0
 
 

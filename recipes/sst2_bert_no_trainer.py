@@ -40,8 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, 
 
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from recipe_utils import Stopwatch, optimizer_gamma_record, parse_args, write_results
-from sst2_bert import PAPER, compute_metrics, make_parser, tokenized_splits
+from recipe_utils import Stopwatch, compute_accuracy, optimizer_gamma_record, parse_args, write_results
+from sst2_bert import PAPER, make_parser, tokenized_splits
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         out, refs = accelerator.gather_for_metrics((out, batch["labels"]))  # drops the last batch's padding
         logits.append(out.float().cpu().numpy())
         labels.append(refs.cpu().numpy())
-    metrics = compute_metrics((np.concatenate(logits), np.concatenate(labels)))
+    metrics = compute_accuracy((np.concatenate(logits), np.concatenate(labels)))
 
     if args.save_model:
         accelerator.wait_for_everyone()

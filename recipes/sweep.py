@@ -195,6 +195,25 @@ def record_row(entry: Entry, seed: int, record: dict) -> dict:
     return row
 
 
+def column_roles(record: dict) -> list[str]:
+    """The comment lines that declare a new CSV's columns, from the run record (`recipe_utils.RUN_RECORD`):
+    ``metrics: …`` (the record's ``metrics``, summarized per entry) and ``diagnostics: …`` (its
+    ``table_columns``, per-run figures averaged in a second table)."""
+    return [f"metrics: {' '.join(record['metrics'])}", f"diagnostics: {' '.join(record.get('table_columns', {}))}"]
+
+
+def declared_columns(comments: list[str]) -> tuple[list[str] | None, list[str]]:
+    """``(metrics, diagnostics)`` as a CSV's comment lines declare them (``None``: not declared)."""
+    metrics, diagnostics = None, []
+    for line in comments:
+        key, _, value = line.partition(": ")
+        if key == "metrics":
+            metrics = value.split()
+        elif key == "diagnostics":
+            diagnostics = value.split()
+    return metrics, diagnostics
+
+
 def append_row(csv_path: str, row: dict, comments: list[str]) -> None:
     """Append one run; the first run writes the comment lines and fixes the columns."""
     new = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
@@ -228,11 +247,12 @@ def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, ord
         return
     label_key = "label" if "label" in rows[0] else "entry"
     primary = rows[0].get("primary_metric") or "accuracy"
-    metrics = [k for k in rows[0] if k not in BASE_FIELDS + TAIL_FIELDS + ["recipe"] and not _is_extra(k, rows)]
-    extras = [k for k in rows[0] if _is_extra(k, rows)]
+    declared, extras = declared_columns(comments)
+    extras = [k for k in extras if k in rows[0]]
+    metrics = declared or [k for k in rows[0] if k not in BASE_FIELDS + TAIL_FIELDS + ["recipe"] + extras]
     wall = sum(float(r["wall_s"]) for r in rows if r.get("wall_s"))
     lines = [f"# {title}", ""]
-    lines += [f"- {c}" for c in comments]
+    lines += [f"- {c}" for c in comments if not c.startswith(("metrics: ", "diagnostics: "))]
     lines += [f"- runs: {len(rows)} ({len({r[label_key] for r in rows})} entries × seeds "
               f"{' '.join(sorted({r['seed'] for r in rows}, key=int))}); compute time, summed over runs: "
               f"{wall / 60:.1f} min ({wall:.0f} s)"]
@@ -309,11 +329,6 @@ def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, ord
         f.write("\n".join(lines) + "\n")
 
 
-def _is_extra(key: str, rows: list[dict]) -> bool:
-    """Recipe diagnostics (``table_columns``) as opposed to metrics: the names the recipes use for them."""
-    return key.startswith(("gamma_rms_", "decayed_", "data_share", "threads", "decay_horizon", "shrink")) or key.endswith("_per_s")
-
-
 def _reap(jobs: list, record, block: bool) -> list:
     """Wait for one of the side-by-side runs to end (if ``block``), record the finished ones, return the rest."""
     while True:
@@ -380,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     def record(entry, seed, result):
         nonlocal comments
         with open(result, encoding="utf-8") as f:
-            append_row(csv_path, record_row(entry, seed, json.load(f)), comments)
+            run = json.load(f)
+        new = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
+        append_row(csv_path, record_row(entry, seed, run), comments + (column_roles(run) if new else []))
         comments = []  # provenance once per sweep invocation
         render_all()
 

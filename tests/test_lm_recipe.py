@@ -97,7 +97,7 @@ def test_unigram_reference():
     assert lm.unigram_loss("ab" * 50, "ab" * 5) == pytest.approx(-__import__("math").log(51 / 102))
 
 
-def test_bad_input_fails_before_training(tmp_path, text_file):
+def test_bad_input_fails_before_training(tmp_path, text_file, capsys):
     lm = load()
     with pytest.raises(FileNotFoundError, match="--text_file"):
         lm.main(tiny_argv(tmp_path / "missing.txt", tmp_path / "a", "guidelines"))
@@ -107,6 +107,8 @@ def test_bad_input_fails_before_training(tmp_path, text_file):
         lm.main(tiny_argv(empty, tmp_path / "b", "guidelines"))
     with pytest.raises(ValueError, match="fewer than one context window"):
         lm.main(tiny_argv(text_file, tmp_path / "c", "guidelines") + ["--block_size", "1000"])
-    with pytest.raises(ValueError, match="gamma_policy"):
+    # An argument the recipe refuses ends it with exit status 2 and one line naming the argument.
+    with pytest.raises(SystemExit) as exit_:
         lm.main(tiny_argv(text_file, tmp_path / "d", "decay-everything"))
+    assert exit_.value.code == 2 and "gamma_policy" in capsys.readouterr().err
     assert not any((tmp_path / d / "results.json").exists() for d in "abcd")

@@ -162,6 +162,8 @@ def test_sweep_writes_tables(parallel, tmp_path):
         rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     assert [(r["entry"], r["n_decayed"]) for r in rows] == [("none", "0"), ("all", "5")]
     assert any(line.startswith("# command: python recipes/sweep.py") for line in header)
+    assert "# metrics: sacrebleu tok_bleu\n" in header  # the run record declares which columns are results
+    assert any(line.startswith("# diagnostics: tokens_per_s") for line in header)
     table = (results / "tiny.md").read_text(encoding="utf-8")
     assert "| `none` | none | 0 / 5 |" in table and "| `all` | all | 5 / 5 |" in table and "hardware:" in table
 
@@ -429,3 +431,18 @@ def test_recipe_argument_errors_exit_2_with_did_you_mean(capsys):
             recipe.parse_args(recipe.make_parser(), argv)
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and hint in err and "Traceback" not in err
+
+
+def test_run_record_is_declared_and_checked(tmp_path):
+    utils = load("recipe_utils")
+    with pytest.raises(ValueError, match="lacks \\['wall_s'\\]"):
+        utils.check_run_record({"recipe": "r", "seed": 0, "metrics": {"a": 1.0}, "primary_metric": "a",
+                                "gamma": {}, "train_loss": 0.1})
+    with pytest.raises(ValueError, match="primary_metric 'b'"):
+        utils.check_run_record({"recipe": "r", "seed": 0, "metrics": {"a": 1.0}, "primary_metric": "b",
+                                "gamma": {}, "train_loss": 0.1, "wall_s": 1.0})
+    sweep = load("sweep")
+    record = {"metrics": {"accuracy": 70.0}, "table_columns": {"images_per_s": 100.0}}
+    assert sweep.column_roles(record) == ["metrics: accuracy", "diagnostics: images_per_s"]
+    assert sweep.declared_columns(["command: x", "metrics: accuracy", "diagnostics: images_per_s"]) == (
+        ["accuracy"], ["images_per_s"])
