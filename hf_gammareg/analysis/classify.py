@@ -15,7 +15,7 @@ from ..policy import hf_default_decay_names
 from ..report import GammaReport
 from ..roles import INVARIANCE_MODES, GammaAnalysisError
 from .graph import _Analysis, _Graph, own_ops
-from .inputs import candidate_inputs
+from .inputs import candidate_inputs, describe_inputs, input_shapes
 from .norms import is_candidate, is_norm_module, is_torch_norm, norm_gamma, normalizes
 from .trace import _meta_copy, _model_device, _run, _TemporaryAnalysisState
 
@@ -44,6 +44,11 @@ def classify_gammas(model: nn.Module, inputs=None, *, invariance: str = "exact")
     ``meta``-device copy of the model whenever it can (no memory, no compute); otherwise on the real
     model with ``inputs`` on its device. Either way the model's weights, buffers, train/eval modes,
     ``requires_grad`` flags and the global RNG state are left as they were, and no ``.grad`` is written.
+
+    The report records which batch the pass ran on (``inputs_source``: ``"dummy"`` or ``"user inputs"``, and
+    ``inputs_shapes``). γ that a dummy pass does not reach (a vision tower fed no image) get no role and one
+    warning naming their modules. When no batch runs, the `GammaAnalysisError` names each batch tried, the
+    model's own exception, and the remedies.
     """
     if invariance not in INVARIANCE_MODES:
         raise ValueError(f"invariance must be one of {INVARIANCE_MODES}, got {invariance!r}")
@@ -78,13 +83,22 @@ def _attempts(model: nn.Module, inputs, device):
 
 
 def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
-    report = GammaReport(roles={}, reasons={}, norm_types={}, invariance=invariance, model_class=type(model).__name__)
+    report = GammaReport(roles={}, reasons={}, norm_types={}, invariance=invariance, model_class=type(model).__name__,
+                         inputs_source="dummy" if inputs is None else "user inputs")
     # Nothing owns a 1-D scale: no norm has a γ (layer scales live in normalized networks too), so no forward
     # pass is needed — or wanted, since a model without γ may take inputs we cannot guess.
     if not any(is_candidate(m) and norm_gamma(m) is not None for m in model.modules()):
         return _no_gammas(model, report)
 
     errors: list[str] = []
+    tried: list[str] = []  # each batch tried, as "input_ids [2, 8], …", once
+
+    def note(batch, where: str, exc: Exception) -> None:
+        described = describe_inputs(batch)
+        if described not in tried:
+            tried.append(described)
+        errors.append(f"on {where}: {type(exc).__name__}: {_first_line(exc)}")
+
     on_meta = _model_device(model).type == "meta"
     if not on_meta:
         run_model = _meta_copy(model)
@@ -96,8 +110,9 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
             except GammaAnalysisError:
                 raise
             except Exception as exc:  # this batch (or meta itself) does not work: try the next
-                errors.append(f"on meta: {type(exc).__name__}: {exc}")
+                note(batch, "meta", exc)
                 continue
+            report.inputs_shapes = input_shapes(batch)
             return _finish(report, model, run_model, sink, rec, sink_name, invariance, device)
     device = _model_device(model)
     try:
@@ -109,21 +124,45 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
                 except GammaAnalysisError:
                     raise
                 except Exception as exc:
-                    errors.append(f"on {device}: {type(exc).__name__}: {exc}")
+                    note(batch, str(device), exc)
                     failure = exc
                     continue
+                report.inputs_shapes = input_shapes(batch)
                 return _finish(report, model, model, sink, rec, sink_name, invariance, device)
             raise failure if failure is not None else RuntimeError("no input batch to try")
     except GammaAnalysisError:
         raise
     except Exception as exc:
         shown = errors[:1] + (["…", errors[-1]] if len(errors) > 1 else [])
-        raise GammaAnalysisError(
-            f"could not run {type(model).__name__}'s forward to read its dataflow "
-            f"({'; '.join(shown)}). Pass `inputs=` to classify_gammas with one tiny batch the "
-            "model accepts (e.g. the dict your data collator produces), or a precomputed "
-            "`gamma_report=` to the Trainer."
-        ) from exc
+        kind = "the batch given as inputs=" if inputs is not None else f"{len(tried)} dummy batch(es)"
+        error = GammaAnalysisError(
+            f"could not run {type(model).__name__}'s forward to read its dataflow. Tried {kind}: "
+            + "; ".join(f"{{{t}}}" for t in tried) + f". The model raised: {'; '.join(shown)}. "
+            "Pass `inputs=` to classify_gammas with one tiny batch the model accepts (e.g. the dict your data "
+            "collator produces), or a precomputed `gamma_report=` to the Trainer.")
+        error.tried, error.errors = tried, errors
+        raise error from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def _warn_unused(model: nn.Module, report: GammaReport) -> None:
+    """One warning when a dummy pass leaves γ without a role: which modules it did not reach, and the remedy."""
+    groups: dict[str, int] = defaultdict(int)
+    for name in report.unused:
+        parts = name.split(".")[:-2] or name.split(".")[:1]  # the norm's owner, less the norm itself
+        groups[".".join(parts[:3])] += 1
+    shown = ", ".join(f"`{m}` ({n})" for m, n in list(groups.items())[:4]) + (
+        f" and {len(groups) - 4} more" if len(groups) > 4 else "")
+    warnings.warn(
+        f"{type(model).__name__}: {len(report.unused)} of {len(report.gammas)} γ did not take part in the forward on "
+        f"dummy inputs ({', '.join(f'{k} {v}' for k, v in report.inputs_shapes.items())}), so they get no role and follow "
+        f"hf-default: under {shown}. Read the roles from a real batch that reaches those modules: "
+        "classify_gammas(model, inputs=batch), or GammaRegTrainer with its train_dataset (it does so itself).",
+        stacklevel=4)
 
 
 def _finish(report: GammaReport, model, run_model, sink, rec, sink_name, invariance, device) -> GammaReport:
@@ -193,6 +232,8 @@ def _finish(report: GammaReport, model, run_model, sink, rec, sink_name, invaria
     report.device = str(device)
     if not report.norm_types:
         return _no_gammas(model, report)
+    if report.unused and report.inputs_source == "dummy":
+        _warn_unused(model, report)
     if report.untracked:
         shown = ", ".join(f"`{n}`" for n in report.untracked[:4]) + (
             f" and {len(report.untracked) - 4} more" if len(report.untracked) > 4 else "")

@@ -13,6 +13,7 @@ nothing, so sizes follow the config rather than being kept small.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Iterator
 
 import torch
@@ -261,6 +262,24 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
         if extra:
             yield {**batch, **extra, **use_cache}
         yield {**batch, **use_cache}
+
+
+def input_shapes(inputs) -> dict[str, list[int]]:
+    """``{name: shape}`` of the tensors in one batch (a dict, a tuple of positional inputs, or one tensor)."""
+    if isinstance(inputs, torch.Tensor):
+        return {"input": list(inputs.shape)}
+    items = inputs.items() if isinstance(inputs, Mapping) else enumerate(inputs) if isinstance(inputs, (list, tuple)) else ()
+    return {str(k): list(v.shape) for k, v in items if isinstance(v, torch.Tensor)}
+
+
+def describe_inputs(inputs) -> str:
+    """The batch as a person reads it: ``input_ids [2, 8], pixel_values [2, 3, 224, 224]``."""
+    shapes = input_shapes(inputs)
+    if isinstance(inputs, Mapping):
+        flags = [f"{k}={v!r}" for k, v in inputs.items() if not isinstance(v, torch.Tensor) and isinstance(v, (bool, int, str))]
+    else:
+        flags = []
+    return ", ".join([f"{k} {v}" for k, v in shapes.items()] + flags) or "no tensors"
 
 
 def dummy_inputs(model: nn.Module, device: torch.device | str = "cpu") -> dict[str, torch.Tensor] | tuple:
