@@ -275,10 +275,13 @@ def summarize(rows: list[dict], slowest: int = 10) -> str:
     return "\n".join(lines)
 
 
+_NO_ROLE = (None, "unused")
+
+
 def compare(rows: list[dict], before: list[dict]) -> str:
     """The γ whose role differs between ``before`` and ``rows``, for the models classified in both runs."""
     old = {r["model_type"]: r for r in before}
-    both, changed = 0, []
+    both, changed, newly = 0, [], []
     for r in rows:
         o = old.get(r["model_type"])
         if o is None or "gamma_roles" not in r or "gamma_roles" not in o:
@@ -286,17 +289,28 @@ def compare(rows: list[dict], before: list[dict]) -> str:
         both += 1
         moved = {n: (o["gamma_roles"].get(n), role) for n, role in r["gamma_roles"].items()
                  if o["gamma_roles"].get(n) != role}
+        # A γ that had no role before (unused, or not listed) and has one now was newly reached, not re-read.
+        reached = {n: ab for n, ab in moved.items() if ab[0] in _NO_ROLE}
+        moved = {n: ab for n, ab in moved.items() if ab[0] not in _NO_ROLE}
         if moved:
             changed.append((r["model_type"], moved))
+        if reached:
+            newly.append((r["model_type"], reached))
     gained = sorted(r["model_type"] for r in rows if r["status"] in ("classified", "no_gammas")
                     and old.get(r["model_type"], {}).get("status") not in ("classified", "no_gammas"))
     lost = sorted(r["model_type"] for r in rows if r["status"] not in ("classified", "no_gammas")
                   and old.get(r["model_type"], {}).get("status") in ("classified", "no_gammas"))
     lines = [f"roles compared with the earlier run on {both} model types classified in both: "
-             f"{len(changed)} with a changed role"]
+             f"{len(changed)} with a γ whose role changed ({sum(len(m) for _, m in changed)} γ)"]
     for model_type, moved in changed:
         shown = "; ".join(f"{n}: {a} -> {b}" for n, (a, b) in list(moved.items())[:6])
         lines.append(f"  {model_type} ({len(moved)} γ): {shown}{' …' if len(moved) > 6 else ''}")
+    n_reached = sum(len(m) for _, m in newly)
+    lines.append(f"γ without a role before (unused, or not listed) that now have one or are listed: {n_reached} in "
+                 f"{len(newly)} model types")
+    for model_type, reached in newly:
+        kinds = Counter(f"{a or 'not listed'} -> {b}" for a, b in reached.values())
+        lines.append(f"  {model_type}: " + ", ".join(f"{k} ×{v}" for k, v in kinds.items()))
     lines.append(f"newly classified: {len(gained)}" + (f": {', '.join(gained)}" if gained else ""))
     lines.append(f"no longer classified: {len(lost)}" + (f": {', '.join(lost)}" if lost else ""))
     return "\n".join(lines)

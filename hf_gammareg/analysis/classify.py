@@ -196,6 +196,10 @@ def _finish(report: GammaReport, model, run_model, sink, rec, sink_name, invaria
         elif (not grad or node is None) and (is_torch_norm(module) or is_norm_module(module)):
             outside.add(name)
             report.norm_types.setdefault(name, type(module).__name__)
+        elif is_torch_norm(module) or is_norm_module(module):
+            # Called, but its output never reaches the loss (a pooled output the head does not read): a γ that
+            # takes no part in the loss, listed as unused rather than left out of the report.
+            report.norm_types.setdefault(name, type(module).__name__)
     # Norms that were never called: still γ (decayed as hf-default decides), reported as unused.
     called = {c[0] for c in rec.calls}
     for module_name, module in modules.items():
