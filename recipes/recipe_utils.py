@@ -120,6 +120,7 @@ def optimizer_gamma_record(model: torch.nn.Module, optimizer, plan) -> dict[str,
         "invariance": cfg.invariance,
         "regularization": cfg.regularization,
         "summary": report.summary(cfg.policy, include=cfg.include, exclude=cfg.exclude),
+        "inputs_source": report.inputs_source,  # which batch the roles were read from
         "gammas": {
             name: {"role": report.roles.get(name), "decayed": name in plan.decayed,
                    "optimizer_weight_decay": group_decay.get(name)}

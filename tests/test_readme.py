@@ -32,3 +32,12 @@ def test_quick_start_verbatim_prints_the_trainers_table(tmp_path, monkeypatch, c
     assert rows["transformer.h.0.ln_1.weight"] == ["branch", "yes", "0.01"]
     assert rows["transformer.ln_f.weight"] == ["head", "no", "0"]
     assert "4 of 5 γ decayed" in out
+    # the Quick start's promise: no extra argument, the roles come from the first training batch
+    assert "Roles read from the first batch of the training data" in out
+
+
+def test_quick_start_says_where_the_roles_come_from():
+    text = open(README, encoding="utf-8").read()
+    section = text[text.index("## Quick start"):text.index("## Without a Trainer")]
+    assert "reads them from the first batch of your own `train_dataset`" in section
+    assert "with no extra argument" in section

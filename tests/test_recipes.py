@@ -345,6 +345,9 @@ def test_sst2_no_trainer_writes_the_trainer_recipes_results(sst2, tmp_path):
     assert set(trainer_record["gamma"]) == set(loop_record["gamma"])
     assert trainer_decay == loop_decay == dict.fromkeys(BERT_GAMMAS, WD)
     assert trainer_record["gamma"]["summary"] == loop_record["gamma"]["summary"]
+    # the Trainer reads the roles from its first training batch; the loop passes its own first batch as inputs=
+    assert (trainer_record["gamma"]["inputs_source"], loop_record["gamma"]["inputs_source"]) == (
+        "training batch", "user inputs")
 
 
 def test_sweep_drives_the_no_trainer_recipe(sst2, tmp_path):
