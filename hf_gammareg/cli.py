@@ -187,13 +187,31 @@ def format_table(report, policy: str, *, include=(), exclude=(), width: int | No
 def _inspect(args) -> int:
     from .analysis import classify_gammas
 
+    from .roles import GammaAnalysisError
+
     try:
         model = build_meta_model(args.model, task=args.task)
     except LookupError as exc:
         print(f"hf-gammareg: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - transformers could not build this architecture from its config
+        print(f"hf-gammareg: transformers cannot build {args.model!r}{f' with a {args.task} head' if args.task else ''} "
+              f"from its config ({type(exc).__name__}: {_first_line(exc)}); try another --task or a local model "
+              "directory whose config.json builds", file=sys.stderr)
+        return 2
     include, exclude = args.include or [], args.exclude or []
-    report = classify_gammas(model, invariance=args.invariance)
+    try:
+        report = classify_gammas(model, invariance=args.invariance)
+    except GammaAnalysisError as exc:
+        # `inspect` has only dummy inputs; a model that needs real ones is classified in Python.
+        print(f"hf-gammareg: {type(model).__name__}'s forward does not run on the dummy inputs inspect builds "
+              f"({exc.errors[-1] if getattr(exc, 'errors', None) else _first_line(exc).split(';')[0]}); classify "
+              "it in Python from one real batch: classify_gammas(model, inputs=batch).to_table()", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback; the analysis should not fail this way
+        print(f"hf-gammareg: the analysis of {type(model).__name__} failed ({type(exc).__name__}: {_first_line(exc)}); "
+              "this is a bug in hf_gammareg: please report it with this line", file=sys.stderr)
+        return 2
     if args.json:
         data = report.to_dict()
         data["policy"] = args.policy
@@ -205,6 +223,11 @@ def _inspect(args) -> int:
         width = shutil.get_terminal_size().columns
     print(format_table(report, args.policy, include=include, exclude=exclude, width=None if args.wide else width))
     return 0
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:240] if text else type(exc).__name__
 
 
 def _plot(args) -> int:

@@ -15,7 +15,7 @@ from ..policy import hf_default_decay_names
 from ..report import GammaReport
 from ..roles import INVARIANCE_MODES, GammaAnalysisError
 from .graph import _Analysis, _Graph, own_ops
-from .inputs import candidate_inputs, describe_inputs, input_shapes
+from .inputs import candidate_inputs, describe_inputs, input_shapes, single_example
 from .norms import is_candidate, is_norm_module, is_torch_norm, norm_gamma, normalizes
 from .trace import _meta_copy, _model_device, _run, _TemporaryAnalysisState
 
@@ -76,10 +76,19 @@ def _no_gammas(model: nn.Module, report: GammaReport) -> GammaReport:
 
 def _attempts(model: nn.Module, inputs, device):
     if inputs is not None:
-        return [inputs]
+        yield inputs
+        return
     # For a meta run the dummy batch is built on the CPU and moved: its integer parts keep their values.
     build_on = "cpu" if device.type == "meta" else device
-    return itertools.islice(candidate_inputs(model, build_on), _MAX_INPUT_ATTEMPTS)
+    first = None
+    for batch in itertools.islice(candidate_inputs(model, build_on), _MAX_INPUT_ATTEMPTS):
+        first = batch if first is None else first
+        yield batch
+    # Last, the first batch cut to one example: heads that refuse a batch of several without a pad token
+    # (GPT-2's sequence classifier finds each sequence's last token through `pad_token_id`).
+    single = single_example(first) if first is not None else None
+    if single is not None:
+        yield single
 
 
 def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
@@ -146,7 +155,7 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else ""
+    return text.splitlines()[0][:300].rstrip(".") if text else ""
 
 
 def _warn_unused(model: nn.Module, report: GammaReport) -> None:

@@ -217,7 +217,7 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
     """Dummy batches for ``model``'s forward, most likely first; the analysis runs the first that works.
 
     Raises ``GammaAnalysisError`` when not even one batch can be built (an input whose meaning cannot be
-    told from its name and the config), naming ``inputs=`` and the CLI's ``--inputs``.
+    told from its name and the config), naming ``inputs=`` and ``gamma_report=``.
     """
     config = getattr(model, "config", None)
     if config is None:
@@ -270,6 +270,14 @@ def input_shapes(inputs) -> dict[str, list[int]]:
         return {"input": list(inputs.shape)}
     items = inputs.items() if isinstance(inputs, Mapping) else enumerate(inputs) if isinstance(inputs, (list, tuple)) else ()
     return {str(k): list(v.shape) for k, v in items if isinstance(v, torch.Tensor)}
+
+
+def single_example(batch) -> dict | None:
+    """``batch`` with every tensor of batch size ``_BATCH`` cut to its first example; ``None`` if none is."""
+    if not isinstance(batch, Mapping):
+        return None
+    cut = {k: v[:1] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == _BATCH else v for k, v in batch.items()}
+    return cut if any(cut[k] is not batch[k] for k in batch) else None
 
 
 def describe_inputs(inputs) -> str:
