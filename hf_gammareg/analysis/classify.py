@@ -158,16 +158,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300].rstrip(".") if text else ""
 
 
-def _warn_unused(model: nn.Module, report: GammaReport) -> None:
+def _warn_unused(model: nn.Module, report: GammaReport, unreached: list[str]) -> None:
     """One warning when a dummy pass leaves γ without a role: which modules it did not reach, and the remedy."""
     groups: dict[str, int] = defaultdict(int)
-    for name in report.unused:
+    for name in unreached:
         parts = name.split(".")[:-2] or name.split(".")[:1]  # the norm's owner, less the norm itself
         groups[".".join(parts[:3])] += 1
     shown = ", ".join(f"`{m}` ({n})" for m, n in list(groups.items())[:4]) + (
         f" and {len(groups) - 4} more" if len(groups) > 4 else "")
     warnings.warn(
-        f"{type(model).__name__}: {len(report.unused)} of {len(report.gammas)} γ did not take part in the forward on "
+        f"{type(model).__name__}: {len(unreached)} of {len(report.gammas)} γ did not take part in the forward on "
         f"dummy inputs ({', '.join(f'{k} {v}' for k, v in report.inputs_shapes.items())}), so they get no role and follow "
         f"hf-default: under {shown}. Read the roles from a real batch that reaches those modules: "
         "classify_gammas(model, inputs=batch), or GammaRegTrainer with its train_dataset (it does so itself).",
@@ -205,16 +205,18 @@ def _finish(report: GammaReport, model, run_model, sink, rec, sink_name, invaria
         elif (not grad or node is None) and (is_torch_norm(module) or is_norm_module(module)):
             outside.add(name)
             report.norm_types.setdefault(name, type(module).__name__)
-        elif is_torch_norm(module) or is_norm_module(module):
+        elif (node is None or node not in graph.inputs) and (is_torch_norm(module) or is_norm_module(module)):
             # Called, but its output never reaches the loss (a pooled output the head does not read): a γ that
             # takes no part in the loss, listed as unused rather than left out of the report.
             report.norm_types.setdefault(name, type(module).__name__)
     # Norms that were never called: still γ (decayed as hf-default decides), reported as unused.
     called = {c[0] for c in rec.calls}
+    never_called: set[str] = set()
     for module_name, module in modules.items():
         gamma = norm_gamma(module)
         if gamma is not None and id(gamma) in names and is_norm_module(module) and module_name not in called:
             report.norm_types.setdefault(names[id(gamma)], type(module).__name__)
+            never_called.add(names[id(gamma)])
 
     # Layer scales: per-channel scales at the end of residual branches, γ-like by the same rules.
     norm_params = {id(norm_gamma(modules[n])) for n in normalizing if norm_gamma(modules[n]) is not None}
@@ -245,8 +247,11 @@ def _finish(report: GammaReport, model, run_model, sink, rec, sink_name, invaria
     report.device = str(device)
     if not report.norm_types:
         return _no_gammas(model, report)
-    if report.unused and report.inputs_source == "dummy":
-        _warn_unused(model, report)
+    # Only norms the dummy pass never reached: one that ran but feeds no output the loss reads (a pooled output)
+    # stays unused on any batch.
+    unreached = [n for n in report.unused if n in never_called]
+    if unreached and report.inputs_source == "dummy":
+        _warn_unused(model, report, unreached)
     if report.untracked:
         shown = ", ".join(f"`{n}`" for n in report.untracked[:4]) + (
             f" and {len(report.untracked) - 4} more" if len(report.untracked) > 4 else "")
