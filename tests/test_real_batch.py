@@ -196,14 +196,26 @@ def test_trains_as_trainer_does_and_reads_roles_from_the_training_batch(tmp_path
     assert "first batch of the training data" in trainer.gamma_table()
 
 
-def test_without_training_data_the_dummy_batch_cannot_run_these(tmp_path):
-    # What the training batch buys: on dummy inputs the user model does not run at all, and Llava's dummy batch
-    # (text only, or an image without its placeholder tokens) never reaches the vision tower.
+def test_without_training_data_dummy_inputs_fail_or_miss_a_tower():
+    # What the training batch buys: on dummy inputs the user model and the inputs_embeds decoder do not run at all,
+    # and Qwen2-Audio's dummy batch (text only) never reaches the audio tower — which one warning says.
     with pytest.raises(GammaAnalysisError, match="Tried 1 dummy batch"):
         classify_gammas(Conditioned())
-    with pytest.warns(UserWarning, match="did not take part in the forward on dummy inputs"):
-        report = classify_gammas(tiny_llava())
-    assert "model.vision_tower.encoder.layers.0.layer_norm1.weight" in report.unused
+    with pytest.raises(GammaAnalysisError, match="could not run Qwen3OmniMoeTalkerCodePredictor"):
+        classify_gammas(tiny_code_predictor())
+    with pytest.warns(UserWarning, match=r"3 of 6 γ did not take part in the forward on dummy inputs.*model\.audio_tower"):
+        report = classify_gammas(tiny_qwen2_audio())
+    assert report.unused == ["model.audio_tower.layers.0.self_attn_layer_norm.weight",
+                             "model.audio_tower.layers.0.final_layer_norm.weight", "model.audio_tower.layer_norm.weight"]
+
+
+@pytest.mark.parametrize("case", ["llava", "blip2", "lxmert"])
+def test_dummy_inputs_now_reach_these_towers(case):
+    # Dummy inputs grown for them (issue 17 item 3): LLaVA's text gets as many image tokens as its tower says it
+    # emits, BLIP-2 gets text beside its pixels, LXMERT its region features and boxes. Same hand-written tables.
+    make_model, _, expected = CASES[case]
+    report = classify_gammas(make_model())
+    assert report.inputs_source == "dummy" and _role_table(report) == expected
 
 
 # -- what training sees does not change ----------------------------------------------------------------------
@@ -341,3 +353,18 @@ def test_model_card_names_the_inputs(tmp_path):
     trainer.create_model_card()
     card = (tmp_path / "README.md").read_text()
     assert "Roles read from the first batch of the training data" in card
+
+
+def test_a_codec_is_read_from_its_first_differentiable_output():
+    # Mimi / X-Codec return integer codes first: the dataflow is read from the decoded values, not refused.
+    class Codec(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc, self.norm, self.dec = torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 4)
+
+        def forward(self, input_values):
+            h = self.norm(self.enc(input_values))
+            return {"audio_codes": h.argmax(-1), "audio_values": self.dec(h)}
+
+    report = classify_gammas(Codec(), inputs={"input_values": torch.randn(2, 4)})
+    assert report.roles == {"norm.weight": H} and "`audio_values`" in report.reasons["norm.weight"]

@@ -15,13 +15,13 @@ from ..policy import hf_default_decay_names
 from ..report import GammaReport
 from ..roles import INVARIANCE_MODES, GammaAnalysisError
 from .graph import _Analysis, _Graph, own_ops
-from .inputs import candidate_inputs, describe_inputs, input_shapes, single_example
+from .inputs import candidate_inputs, describe_inputs, input_shapes, single_example, with_placeholders
 from .norms import is_candidate, is_norm_module, is_torch_norm, norm_gamma, normalizes
 from .trace import _meta_copy, _model_device, _run, _TemporaryAnalysisState
 
 logger = logging.getLogger(__name__)
 
-_MAX_INPUT_ATTEMPTS = 8  # candidate dummy batches tried before giving up (each failure on meta takes milliseconds)
+_MAX_INPUT_ATTEMPTS = 12  # candidate dummy batches tried before giving up (each failure on meta takes milliseconds)
 _OUTSIDE_AUTOGRAD = (
     "used in the forward only with autograd off (under torch.no_grad, or inside a custom autograd Function such "
     "as reversible layers): no role can be read from the graph; decayed as hf-default decides unless "
@@ -74,7 +74,9 @@ def _no_gammas(model: nn.Module, report: GammaReport) -> GammaReport:
     return report
 
 
-def _attempts(model: nn.Module, inputs, device):
+def _attempts(model: nn.Module, inputs, device, failures: list):
+    """The batches to try, in order. ``failures`` gets ``(batch, exception)`` from the caller as each one fails:
+    a multimodal batch refused for its placeholder-token count is retried at once with the count the model named."""
     if inputs is not None:
         yield inputs
         return
@@ -84,6 +86,11 @@ def _attempts(model: nn.Module, inputs, device):
     for batch in itertools.islice(candidate_inputs(model, build_on), _MAX_INPUT_ATTEMPTS):
         first = batch if first is None else first
         yield batch
+        if failures and failures[-1][0] is batch:
+            for fixed in with_placeholders(model, batch, failures[-1][1]):
+                yield fixed
+                if not (failures and failures[-1][0] is fixed):
+                    break  # it ran
     # Last, the first batch cut to one example: heads that refuse a batch of several without a pad token
     # (GPT-2's sequence classifier finds each sequence's last token through `pad_token_id`).
     single = single_example(first) if first is not None else None
@@ -101,19 +108,21 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
 
     errors: list[str] = []
     tried: list[str] = []  # each batch tried, as "input_ids [2, 8], …", once
+    failures: list = []  # (batch, exception), read back by `_attempts`
 
     def note(batch, where: str, exc: Exception) -> None:
         described = describe_inputs(batch)
         if described not in tried:
             tried.append(described)
         errors.append(f"on {where}: {type(exc).__name__}: {_first_line(exc)}")
+        failures.append((batch, exc))
 
     on_meta = _model_device(model).type == "meta"
     if not on_meta:
         run_model = _meta_copy(model)
         run_model.eval()
         device = torch.device("meta")
-        for batch in _attempts(model, inputs, device):
+        for batch in _attempts(model, inputs, device, failures):
             try:
                 sink, rec, sink_name, _ = _run(run_model, batch, device)
             except GammaAnalysisError:
@@ -127,7 +136,7 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
     try:
         with _TemporaryAnalysisState(model, restore_buffers=not on_meta):
             failure = None
-            for batch in _attempts(model, inputs, device):
+            for batch in _attempts(model, inputs, device, failures):
                 try:
                     sink, rec, sink_name, _ = _run(model, batch, device)
                 except GammaAnalysisError:
@@ -144,6 +153,11 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
     except Exception as exc:
         shown = errors[:1] + (["…", errors[-1]] if len(errors) > 1 else [])
         kind = "the batch given as inputs=" if inputs is not None else f"{len(tried)} dummy batch(es)"
+        if not tried:  # the builder made no batch at all: the forward names no input it knows
+            raise GammaAnalysisError(
+                f"cannot build a dummy batch for {type(model).__name__}: its forward names no input the builder "
+                "knows. Pass `inputs=` to classify_gammas with one tiny batch the model accepts, or a precomputed "
+                "`gamma_report=` to the Trainer.") from exc
         error = GammaAnalysisError(
             f"could not run {type(model).__name__}'s forward to read its dataflow. Tried {kind}: "
             + "; ".join(f"{{{t}}}" for t in tried) + f". The model raised: {'; '.join(shown)}. "
