@@ -61,6 +61,9 @@ class GammaRegMixin:
 
     def __init__(self, model=None, args=None, *pos, gamma_report: GammaReport | None = None, gamma_inputs=None,
                  **kwargs):
+        if gamma_report is not None and gamma_inputs is not None:
+            raise ValueError("gamma_report= and gamma_inputs=: give one — the report already holds the roles that "
+                             "gamma_inputs would be read from")
         args = convert_training_args(args, self._gamma_args_class)
         self.gamma_config: GammaRegConfig = args.gamma_config
         self.gamma_report: GammaReport | None = gamma_report
@@ -221,7 +224,7 @@ class GammaRegMixin:
             report = classify_gammas(model, invariance=invariance)
         except GammaAnalysisError as exc:
             raise self._gamma_inputs_error(model, batch, why_not, batch_error, exc) from (batch_error or exc)
-        if batch_error is not None:
+        if batch_error is not None and self.is_world_process_zero():
             # Training will meet the same rejection on its first step; the dummy roles are what we can offer.
             logger.warning("hf_gammareg: %s's forward rejected the first training batch (%s): %s. %s instead.",
                            type(model).__name__, describe_inputs(batch), _model_error(batch_error),
@@ -249,6 +252,12 @@ class GammaRegMixin:
                           "or move its stream)")
         if len(dataset) == 0:
             return None, "train_dataset is empty"
+        custom = [m for m in ("get_train_dataloader", "_get_dataloader")
+                  if getattr(type(self), m) is not getattr(Trainer, m)]
+        if custom:
+            # The subclass builds its batches its own way; reading one ahead could draw from its sampler or
+            # generators, so the batch training sees cannot be reproduced here.
+            return None, f"{type(self).__name__} overrides {custom[0]}, so its training batches are not read ahead"
         n = min(len(dataset), self._train_batch_size)
         collator = self.data_collator
         try:
@@ -257,7 +266,7 @@ class GammaRegMixin:
             is_hf_dataset = isinstance(dataset, datasets.Dataset)
         except ImportError:
             is_hf_dataset = False
-        with _saved_rng():
+        with _saved_rng(collator):
             if is_hf_dataset:
                 dataset = self._remove_unused_columns(dataset, description="training")
             else:
@@ -378,9 +387,26 @@ def _has_length(dataset) -> bool:
 
 
 class _saved_rng:
-    """Restores the CPU, CUDA, NumPy and Python RNG states on exit: reading the first batch draws nothing."""
+    """Restores the CPU, CUDA, NumPy and Python RNG states on exit — and those of the random generators a collator
+    holds as attributes (a `torch.Generator`, `numpy.random.Generator` or `random.Random`, also inside a wrapping
+    collator's ``data_collator``): reading the first batch draws nothing that training would see."""
+
+    def __init__(self, collator=None):
+        self.owned = []
+        seen, todo = set(), [collator]
+        while todo:
+            obj = todo.pop()
+            if obj is None or id(obj) in seen or not hasattr(obj, "__dict__"):
+                continue
+            seen.add(id(obj))
+            for value in vars(obj).values():
+                if isinstance(value, (torch.Generator, random.Random)) or hasattr(value, "bit_generator"):
+                    self.owned.append(value)
+            todo.append(getattr(obj, "data_collator", None))  # transformers' RemoveColumnsCollator
 
     def __enter__(self):
+        self.owned_states = [g.get_state() if isinstance(g, torch.Generator) else g.getstate()
+                             if isinstance(g, random.Random) else g.bit_generator.state for g in self.owned]
         self.torch_state = torch.random.get_rng_state()
         self.cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
         self.python_state = random.getstate()
@@ -393,6 +419,13 @@ class _saved_rng:
         return self
 
     def __exit__(self, *exc):
+        for g, state in zip(self.owned, self.owned_states):
+            if isinstance(g, torch.Generator):
+                g.set_state(state)
+            elif isinstance(g, random.Random):
+                g.setstate(state)
+            else:
+                g.bit_generator.state = state
         torch.random.set_rng_state(self.torch_state)
         if self.cuda_state is not None:
             torch.cuda.set_rng_state_all(self.cuda_state)

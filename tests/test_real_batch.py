@@ -220,11 +220,17 @@ def test_dummy_inputs_now_reach_these_towers(case):
 
 # -- what training sees does not change ----------------------------------------------------------------------
 class MaskingCollator:
-    """Draws from every RNG a collator might (torch, NumPy, Python), as a random-masking MLM collator does."""
+    """Draws from every RNG a collator might (torch, NumPy, Python, and generators of its own), as a random-masking
+    MLM collator or an augmenting one does."""
+
+    def __init__(self):
+        self.generator = torch.Generator().manual_seed(1)
+        self.rng = np.random.default_rng(2)
 
     def __call__(self, rows):
         batch = {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
         noise = torch.rand(batch["features"].shape) * float(np.random.rand()) * random.random()
+        noise = noise + torch.rand(batch["features"].shape, generator=self.generator) * float(self.rng.random())
         batch["features"] = batch["features"] + noise
         return batch
 
@@ -368,3 +374,42 @@ def test_a_codec_is_read_from_its_first_differentiable_output():
 
     report = classify_gammas(Codec(), inputs={"input_values": torch.randn(2, 4)})
     assert report.roles == {"norm.weight": H} and "`audio_values`" in report.reasons["norm.weight"]
+
+
+def test_gamma_report_and_gamma_inputs_together_are_refused(tmp_path):
+    report = classify_gammas(tiny_gpt2())
+    with pytest.raises(ValueError, match="gamma_report= and gamma_inputs=: give one"):
+        GammaRegTrainer(model=tiny_gpt2(), args=GammaRegTrainingArguments(**_args(tmp_path)), gamma_report=report,
+                        gamma_inputs={"input_ids": torch.ones(2, 4, dtype=torch.long)})
+
+
+def test_param_groups_take_one_batch_of_the_users_data():
+    from hf_gammareg import decay_plan, param_groups
+
+    batch = {"features": torch.randn(2, 6), "condition": torch.randn(2, 3), "labels": torch.tensor([0, 1])}
+    model = Conditioned()
+    groups = param_groups(model, 0.1, inputs=batch)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in groups[0]["params"]}
+    assert "block_norm.weight" in decayed and not {"stem_norm.weight", "final_norm.weight"} & decayed
+    plan = decay_plan(model, 0.1, inputs=batch)
+    assert plan.report.inputs_source == "user inputs" and plan.report.inputs_shapes["features"] == [2, 6]
+    with pytest.raises(ValueError, match="report= and inputs=: give one"):
+        param_groups(model, 0.1, inputs=batch, report=plan.report)
+
+
+def test_a_trainer_with_its_own_train_dataloader_is_not_read_ahead(tmp_path):
+    # CifarTrainer-style subclasses build batches their own way (own sampler, own collator generator): what the
+    # dataset and data_collator would give is not what training sees, so the dummy batch is used instead.
+    class OwnLoader(GammaRegTrainer):
+        def get_train_dataloader(self):
+            return torch.utils.data.DataLoader(self.train_dataset, batch_size=2)
+
+    def ids(g):
+        x = torch.randint(0, 64, (6,), generator=g)
+        return {"input_ids": x, "labels": x}
+
+    data = _rows(4, ids)
+    trainer = OwnLoader(model=tiny_gpt2(), args=GammaRegTrainingArguments(**_args(tmp_path)), train_dataset=data)
+    trainer.create_optimizer()
+    assert trainer.gamma_report.inputs_source == "dummy" and data.reads == 0
