@@ -390,7 +390,9 @@ class Broken(nn.Module):
 def test_model_whose_forward_raises_never_trains(tmp_path):
     trainer = GammaRegTrainer(model=Broken(), args=GammaRegTrainingArguments(**_args(tmp_path, max_steps=2)),
                               train_dataset=[{"x": torch.zeros(4)}] * 4)
-    with pytest.raises(GammaAnalysisError, match="this forward is broken.*Pass `inputs=`"):
+    # both batches tried are named, with the model's own exception and both remedies
+    with pytest.raises(GammaAnalysisError, match=r"first training batch \(x \[4, 4\]\).*this forward is broken.*"
+                                                 r"gamma_inputs=batch.*gamma_report="):
         trainer.train()
     assert trainer.state.global_step == 0 and trainer.optimizer is None
 
