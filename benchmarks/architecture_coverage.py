@@ -141,7 +141,7 @@ def work(model_type: str) -> dict:
         if not report.gammas:
             out["status"] = "no_gammas"
     except GammaAnalysisError as exc:
-        out.update(status="error", error_class="GammaAnalysisError", error=str(exc)[:600],
+        out.update(status="error", error_class="GammaAnalysisError", error=str(exc)[:1500],
                    classify_s=round(time.perf_counter() - start, 3))
     except Exception as exc:  # noqa: BLE001
         out.update(status="crash", error_class=type(exc).__name__, error=f"{exc}"[:600],
@@ -244,6 +244,26 @@ def run_all(model_types: list[str], n_workers: int, timeout: float, verbose: boo
     return [done[m] for m in model_types]
 
 
+def failure_class(r: dict) -> str:
+    """What kind of failure a record is: an input the builder cannot make, the exception type the forward raised…"""
+    import re
+
+    error = r.get("error") or ""
+    if r["status"] != "error":
+        return f"{r['status']}: {r.get('error_class', '?')}"
+    match = re.search(r"cannot build a dummy `(\w+)`", error)
+    if match:
+        return "no dummy for an input the builder does not know (`inputs=` needed)"
+    if "cannot build a dummy batch" in error:
+        return "forward names no input the builder knows"
+    match = re.search(r"The model raised: on \w+: (\w+)", error)
+    if match:
+        return f"forward raised {match.group(1)} on every dummy batch"
+    if "no tensor in it" in error or "does not depend on any parameter" in error:
+        return "no output tensor to read the dataflow from"
+    return error[:90]
+
+
 def summarize(rows: list[dict], slowest: int = 10) -> str:
     statuses = Counter(r["status"] for r in rows)
     buildable = [r for r in rows if r["status"] != "not_buildable"]
@@ -257,12 +277,12 @@ def summarize(rows: list[dict], slowest: int = 10) -> str:
         lines.append(f"classified only by a real-device fallback: {len(on_real)}: {', '.join(on_real)}")
     failures = [r for r in buildable if r not in classified]
     if failures:
-        lines.append(f"not classified: {len(failures)}")
-        by_class = Counter(f"{r['status']}: {r.get('error_class', '?')}: {(r.get('error') or '')[:90]}" for r in failures)
-        for text, n in by_class.most_common():
-            members = [r["model_type"] for r in failures
-                       if f"{r['status']}: {r.get('error_class', '?')}: {(r.get('error') or '')[:90]}" == text]
-            lines.append(f"  {n:3d}  {text}  [{', '.join(members[:8])}{' …' if len(members) > 8 else ''}]")
+        lines.append(f"not classified: {len(failures)}, by class:")
+        by_class: dict[str, list[str]] = {}
+        for r in failures:
+            by_class.setdefault(failure_class(r), []).append(r["model_type"])
+        for text, members in sorted(by_class.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            lines.append(f"  {len(members):3d}  {text}  [{', '.join(members[:10])}{' …' if len(members) > 10 else ''}]")
     checked = [r for r in classified if "hf_default_matches_trainer" in r]
     mismatched = [r["model_type"] for r in checked if not r["hf_default_matches_trainer"]]
     lines.append(f"hf-default equals transformers.Trainer's split: {len(checked) - len(mismatched)} / {len(checked)}"
