@@ -320,8 +320,8 @@ def compare(rows: list[dict], before: list[dict]) -> str:
                     and old.get(r["model_type"], {}).get("status") not in ("classified", "no_gammas"))
     lost = sorted(r["model_type"] for r in rows if r["status"] not in ("classified", "no_gammas")
                   and old.get(r["model_type"], {}).get("status") in ("classified", "no_gammas"))
-    lines = [f"roles compared with the earlier run on {both} model types classified in both: "
-             f"{len(changed)} with a γ whose role changed ({sum(len(m) for _, m in changed)} γ)"]
+    lines = [(f"roles compared with the earlier run on {both} model types classified in both: "
+              f"{len(changed)} with a γ whose role changed ({sum(len(m) for _, m in changed)} γ)")]
     for model_type, moved in changed:
         shown = "; ".join(f"{n}: {a} -> {b}" for n, (a, b) in list(moved.items())[:6])
         lines.append(f"  {model_type} ({len(moved)} γ): {shown}{' …' if len(moved) > 6 else ''}")

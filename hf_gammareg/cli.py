@@ -186,7 +186,6 @@ def format_table(report, policy: str, *, include=(), exclude=(), width: int | No
 
 def _inspect(args) -> int:
     from .analysis import classify_gammas
-
     from .roles import GammaAnalysisError
 
     try:

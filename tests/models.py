@@ -150,7 +150,13 @@ def tiny_llava():
 
 def tiny_blip2():
     """BLIP-2: vision (one layer) → Q-Former (one layer, 4 query tokens) → OPT (one layer); 4 image tokens in the text."""
-    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        OPTConfig,
+    )
 
     vision = Blip2VisionConfig(hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2,
                                image_size=16, patch_size=8)

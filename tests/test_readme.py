@@ -37,7 +37,8 @@ def test_quick_start_verbatim_prints_the_trainers_table(tmp_path, monkeypatch, c
 
 
 def test_quick_start_says_where_the_roles_come_from():
-    text = open(README, encoding="utf-8").read()
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
     section = text[text.index("## Quick start"):text.index("## Without a Trainer")]
     assert "reads them from the first batch of your own `train_dataset`" in section
     assert "with no extra argument" in section

@@ -19,7 +19,7 @@ from hf_gammareg import GammaAnalysisError, GammaRegTrainer, GammaRegTrainingArg
 B = "branch"
 S = "stream"
 H = "head"
-I = "invariant"  # noqa: E741
+I = "invariant"
 UNUSED = "unused"
 
 
@@ -155,9 +155,9 @@ CASES = {
 
 
 def _args(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path), report_to="none", weight_decay=0.05, per_device_train_batch_size=2,
-                use_cpu=True, save_strategy="no", logging_strategy="no", seed=0, disable_tqdm=True, max_steps=2,
-                learning_rate=1e-2)
+    base = {"output_dir": str(tmp_path), "report_to": "none", "weight_decay": 0.05, "per_device_train_batch_size": 2,
+            "use_cpu": True, "save_strategy": "no", "logging_strategy": "no", "seed": 0, "disable_tqdm": True,
+            "max_steps": 2, "learning_rate": 1e-2}
     base.update(kw)
     return base
 
@@ -236,7 +236,7 @@ class MaskingCollator:
 
 
 def test_random_collator_and_gradient_accumulation_stay_bit_identical(tmp_path):
-    kw = dict(gradient_accumulation_steps=2, max_steps=3)
+    kw = {"gradient_accumulation_steps": 2, "max_steps": 3}
     results = []
     for cls, args_cls in ((Trainer, TrainingArguments), (GammaRegTrainer, GammaRegTrainingArguments)):
         torch.manual_seed(0)

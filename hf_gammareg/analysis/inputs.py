@@ -271,7 +271,7 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
         yield {**base, **late, **use_cache}
 
 
-def _late_inputs(model: nn.Module, b: "_Builder", params: dict, options: dict) -> list[dict]:
+def _late_inputs(model: nn.Module, b: _Builder, params: dict, options: dict) -> list[dict]:
     """Batches with inputs a forward declares optional yet cannot run without, or without which a tower is
     never reached: boxes for layout models (``bbox``), LXMERT's region features and positions, X-MOD's language
     ids, a VLM's ``image_sizes`` / patch grid / one-image-per-sample layout, the text of a pixel-first VLM.
