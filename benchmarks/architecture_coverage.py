@@ -3,6 +3,7 @@
     python benchmarks/architecture_coverage.py                       # all model types, JSON to coverage.json
     python benchmarks/architecture_coverage.py --only mixtral whisper --verbose
     python benchmarks/architecture_coverage.py --workers 2 --timeout 60 --json runs/coverage.json
+    python benchmarks/architecture_coverage.py --json runs/after.json --compare runs/before.json  # roles that moved
 
 For each ``model_type`` in ``CONFIG_MAPPING``: the default config with every layer count cut to 2 (a model
 on ``meta`` holds no memory, so widths do not matter; depth only costs time), the base model
@@ -11,7 +12,8 @@ class of its modeling module built for exactly that config) built on ``meta`` �
 ``classify_gammas`` with no inputs. A model type whose config or model cannot be built at all is "not
 buildable" and is left out of the percentage. Each model runs in a worker process with a timeout; a worker
 that crashes or hangs is replaced and the model counted as such. Prints buildable / classified / errors by
-class / the slowest, and writes every result as JSON.
+class / the slowest, and writes every result as JSON (each γ's role included) and the printed summary as a
+``.txt`` beside it. ``--compare`` names every γ whose role differs from an earlier JSON's, model by model.
 """
 
 from __future__ import annotations
@@ -133,11 +135,12 @@ def work(model_type: str) -> dict:
                                              and set(report.hf_default) == trainer_rule & set(report.gammas))
         out.update(status="classified", device=report.device, n_gammas=len(report.gammas),
                    roles=dict(Counter(report.roles.values())), unused=len(report.unused),
+                   gamma_roles={n: report.role_of(n) for n in report.gammas},
                    warnings=[str(w.message)[:300] for w in caught if "γ" in str(w.message) or "gamma" in str(w.message)])
         if not report.gammas:
             out["status"] = "no_gammas"
     except GammaAnalysisError as exc:
-        out.update(status="error", error_class="GammaAnalysisError", error=str(exc)[:600],
+        out.update(status="error", error_class="GammaAnalysisError", error=str(exc)[:1500],
                    classify_s=round(time.perf_counter() - start, 3))
     except Exception as exc:  # noqa: BLE001
         out.update(status="crash", error_class=type(exc).__name__, error=f"{exc}"[:600],
@@ -240,6 +243,26 @@ def run_all(model_types: list[str], n_workers: int, timeout: float, verbose: boo
     return [done[m] for m in model_types]
 
 
+def failure_class(r: dict) -> str:
+    """What kind of failure a record is: an input the builder cannot make, the exception type the forward raised…"""
+    import re
+
+    error = r.get("error") or ""
+    if r["status"] != "error":
+        return f"{r['status']}: {r.get('error_class', '?')}"
+    match = re.search(r"cannot build a dummy `(\w+)`", error)
+    if match:
+        return "no dummy for an input the builder does not know (`inputs=` needed)"
+    if "cannot build a dummy batch" in error:
+        return "forward names no input the builder knows"
+    match = re.search(r"The model raised: on \w+: (\w+)", error)
+    if match:
+        return f"forward raised {match.group(1)} on every dummy batch"
+    if "no tensor in it" in error or "does not depend on any parameter" in error:
+        return "no output tensor to read the dataflow from"
+    return error[:90]
+
+
 def summarize(rows: list[dict], slowest: int = 10) -> str:
     statuses = Counter(r["status"] for r in rows)
     buildable = [r for r in rows if r["status"] != "not_buildable"]
@@ -253,12 +276,12 @@ def summarize(rows: list[dict], slowest: int = 10) -> str:
         lines.append(f"classified only by a real-device fallback: {len(on_real)}: {', '.join(on_real)}")
     failures = [r for r in buildable if r not in classified]
     if failures:
-        lines.append(f"not classified: {len(failures)}")
-        by_class = Counter(f"{r['status']}: {r.get('error_class', '?')}: {(r.get('error') or '')[:90]}" for r in failures)
-        for text, n in by_class.most_common():
-            members = [r["model_type"] for r in failures
-                       if f"{r['status']}: {r.get('error_class', '?')}: {(r.get('error') or '')[:90]}" == text]
-            lines.append(f"  {n:3d}  {text}  [{', '.join(members[:8])}{' …' if len(members) > 8 else ''}]")
+        lines.append(f"not classified: {len(failures)}, by class:")
+        by_class: dict[str, list[str]] = {}
+        for r in failures:
+            by_class.setdefault(failure_class(r), []).append(r["model_type"])
+        for text, members in sorted(by_class.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            lines.append(f"  {len(members):3d}  {text}  [{', '.join(members[:10])}{' …' if len(members) > 10 else ''}]")
     checked = [r for r in classified if "hf_default_matches_trainer" in r]
     mismatched = [r["model_type"] for r in checked if not r["hf_default_matches_trainer"]]
     lines.append(f"hf-default equals transformers.Trainer's split: {len(checked) - len(mismatched)} / {len(checked)}"
@@ -271,6 +294,47 @@ def summarize(rows: list[dict], slowest: int = 10) -> str:
     return "\n".join(lines)
 
 
+_NO_ROLE = (None, "unused")
+
+
+def compare(rows: list[dict], before: list[dict]) -> str:
+    """The γ whose role differs between ``before`` and ``rows``, for the models classified in both runs."""
+    old = {r["model_type"]: r for r in before}
+    both, changed, newly = 0, [], []
+    for r in rows:
+        o = old.get(r["model_type"])
+        if o is None or "gamma_roles" not in r or "gamma_roles" not in o:
+            continue
+        both += 1
+        moved = {n: (o["gamma_roles"].get(n), role) for n, role in r["gamma_roles"].items()
+                 if o["gamma_roles"].get(n) != role}
+        # A γ that had no role before (unused, or not listed) and has one now was newly reached, not re-read.
+        reached = {n: ab for n, ab in moved.items() if ab[0] in _NO_ROLE}
+        moved = {n: ab for n, ab in moved.items() if ab[0] not in _NO_ROLE}
+        if moved:
+            changed.append((r["model_type"], moved))
+        if reached:
+            newly.append((r["model_type"], reached))
+    gained = sorted(r["model_type"] for r in rows if r["status"] in ("classified", "no_gammas")
+                    and old.get(r["model_type"], {}).get("status") not in ("classified", "no_gammas"))
+    lost = sorted(r["model_type"] for r in rows if r["status"] not in ("classified", "no_gammas")
+                  and old.get(r["model_type"], {}).get("status") in ("classified", "no_gammas"))
+    lines = [(f"roles compared with the earlier run on {both} model types classified in both: "
+              f"{len(changed)} with a γ whose role changed ({sum(len(m) for _, m in changed)} γ)")]
+    for model_type, moved in changed:
+        shown = "; ".join(f"{n}: {a} -> {b}" for n, (a, b) in list(moved.items())[:6])
+        lines.append(f"  {model_type} ({len(moved)} γ): {shown}{' …' if len(moved) > 6 else ''}")
+    n_reached = sum(len(m) for _, m in newly)
+    lines.append(f"γ without a role before (unused, or not listed) that now have one or are listed: {n_reached} in "
+                 f"{len(newly)} model types")
+    for model_type, reached in newly:
+        kinds = Counter(f"{a or 'not listed'} -> {b}" for a, b in reached.values())
+        lines.append(f"  {model_type}: " + ", ".join(f"{k} ×{v}" for k, v in kinds.items()))
+    lines.append(f"newly classified: {len(gained)}" + (f": {', '.join(gained)}" if gained else ""))
+    lines.append(f"no longer classified: {len(lost)}" + (f": {', '.join(lost)}" if lost else ""))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", help="these model types only")
@@ -278,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per model type before the worker is killed")
     p.add_argument("--json", default="coverage.json", help="where to write every result")
     p.add_argument("--verbose", action="store_true", help="print each result as it comes")
+    p.add_argument("--compare", metavar="JSON", help="an earlier run's JSON: list every γ whose role changed")
     args = p.parse_args(argv)
     from transformers import __version__ as tf_version
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
@@ -294,11 +359,17 @@ def main(argv: list[str] | None = None) -> int:
 
     header = (f"transformers {tf_version}, torch {torch.__version__}, python {platform.python_version()}, "
               f"{args.workers} worker(s), timeout {args.timeout:.0f} s, wall {wall / 60:.1f} min")
-    print(header)
-    print(summarize(rows))
+    text = header + "\n" + summarize(rows)
+    if args.compare:
+        with open(args.compare, encoding="utf-8") as f:
+            text += "\n" + compare(rows, json.load(f)["results"])
+    print(text)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as f:
         json.dump({"header": header, "results": rows}, f, indent=1)
+    with open(os.path.splitext(args.json)[0] + ".txt", "w", encoding="utf-8") as f:
+        f.write(f"# python benchmarks/architecture_coverage.py {' '.join(argv if argv is not None else sys.argv[1:])}\n"
+                f"# {time.strftime('%Y-%m-%dT%H:%M')}, {os.cpu_count()} CPU(s)\n{text}\n")
     return 0
 
 

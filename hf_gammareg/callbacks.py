@@ -214,7 +214,7 @@ def model_card_section(report: GammaReport, policy: str, decayed: set[str], coef
         "",
         f"Trained with [hf_gammareg](https://arxiv.org/abs/2205.07260): policy `{policy}`, invariance "
         f"`{invariance}`, {regularization} weight decay {coefficient:g} on {len(decayed)} of "
-        f"{len(report.gammas)} normalization scales (γ).",
+        f"{len(report.gammas)} normalization scales (γ). {report.inputs_line()}",
         "",
     ]
     rows = []

@@ -25,7 +25,7 @@ from .roles import INVARIANCE_MODES
 from .tables import text_table
 
 _EMBEDDED_DIR = "configs"
-# --task: the head decides roles (DESIGN.md: "the head is whatever the model outputs"), so `inspect`
+# --task: the head decides roles (docs/design.md: "the head is whatever the model outputs"), so `inspect`
 # builds the class a user would train, chosen through the Auto class of that task.
 TASKS = {
     "base": "AutoModel",
@@ -188,11 +188,17 @@ def format_table(report, policy: str, *, include=(), exclude=(), width: int | No
 
 def _inspect(args) -> int:
     from .analysis import classify_gammas
+    from .roles import GammaAnalysisError
 
     try:
         model = build_meta_model(args.model, task=args.task)
     except LookupError as exc:
         print(f"hf-gammareg: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - transformers could not build this architecture from its config
+        print(f"hf-gammareg: transformers cannot build {args.model!r}{f' with a {args.task} head' if args.task else ''} "
+              f"from its config ({type(exc).__name__}: {_first_line(exc)}); try another --task or a local model "
+              "directory whose config.json builds", file=sys.stderr)
         return 2
     include, exclude = args.include or [], args.exclude or []
     horizon = None
@@ -213,7 +219,18 @@ def _inspect(args) -> int:
             flag = "--steps" if "num_steps" in str(exc) else "the horizon flags"
             print(f"hf-gammareg inspect: {flag}: {exc}", file=sys.stderr)
             return 2
-    report = classify_gammas(model, invariance=args.invariance)
+    try:
+        report = classify_gammas(model, invariance=args.invariance)
+    except GammaAnalysisError as exc:
+        # `inspect` has only dummy inputs; a model that needs real ones is classified in Python.
+        print(f"hf-gammareg: {type(model).__name__}'s forward does not run on the dummy inputs inspect builds "
+              f"({exc.errors[-1] if getattr(exc, 'errors', None) else _first_line(exc).split(';')[0]}); classify "
+              "it in Python from one real batch: classify_gammas(model, inputs=batch).to_table()", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback; the analysis should not fail this way
+        print(f"hf-gammareg: the analysis of {type(model).__name__} failed ({type(exc).__name__}: {_first_line(exc)}); "
+              "this is a bug in hf_gammareg: please report it with this line", file=sys.stderr)
+        return 2
     if args.json:
         data = report.to_dict()
         data["policy"] = args.policy
@@ -235,6 +252,11 @@ def _inspect(args) -> int:
         line, notice = horizon_lines(horizon, len(report.decay_names(args.policy, include=include, exclude=exclude)))
         print(line + "\n" + (f"! {notice}" if notice else ""), end="\n" if notice else "")
     return 0
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:240] if text else type(exc).__name__
 
 
 def _plot(args) -> int:

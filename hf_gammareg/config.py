@@ -28,7 +28,7 @@ class GammaRegConfig:
         gamma_weight_decay (`float` or `None`, defaults to `None`):
             Coefficient for decayed γ. `None` uses the Trainer's `weight_decay`.
         invariance (`str`, defaults to `"exact"`):
-            `"exact"` or `"approximate"`; see DESIGN.md § Invariance mode.
+            `"exact"` or `"approximate"`; see docs/design.md § Invariance modes.
         include (`list[str]` or `str`, defaults to `[]`):
             Regexes (``re.search`` on parameter names) of γ to decay whatever their role; a string is one
             regex (never split on commas).

@@ -292,6 +292,8 @@ class GammaDecayPlan:
                        f"decayed/total by role: {', '.join(by_role)}")]
         if horizon_line:
             lines.append(horizon_line)
+        if self.report is not None:
+            lines.append(self.report.inputs_line())
         lines += [f"! {n}" for n in self._notices(rows, arg_prefix)]
         if horizon_notice:
             lines.append(f"! {horizon_notice}")
@@ -305,6 +307,7 @@ def gamma_decay_plan(
     weight_decay: float,
     report: GammaReport | None = None,
     hf_decay_names: Iterable[str] | None = None,
+    inputs=None,
 ) -> tuple[GammaDecayPlan, GammaReport]:
     """Decide weight decay for ``model`` from a `GammaRegConfig`: classify (unless ``report`` is given), apply it.
 
@@ -312,12 +315,16 @@ def gamma_decay_plan(
     `transformers.Trainer`'s rule. `GammaRegTrainer` passes the Trainer's own ``get_decay_parameter_names``,
     so ``hf-default`` is exactly plain `Trainer`. ``model`` may be wrapped (DDP, torch.compile, FSDP1 with
     ``use_orig_params=True``) or sharded with FSDP2: the analysis runs on the unwrapped model, and a model
-    whose parameters are already shards (FSDP1/2) needs a ``report`` made before sharding. The plan holds
-    ``model``'s own names. Raises ``ValueError`` if a γ of the report is not a parameter of ``model``.
+    whose parameters are already shards (FSDP1/2) needs a ``report`` made before sharding. ``inputs``: one
+    batch to classify from (see :func:`classify_gammas`) instead of dummy inputs. The plan holds ``model``'s
+    own names. Raises ``ValueError`` if a γ of the report is not a parameter of ``model``.
     """
+    if report is not None and inputs is not None:
+        raise ValueError("report= and inputs=: give one — a report already holds the roles that inputs= would "
+                         "be classified from")
     if report is None:
-        _refuse_sharded(model)
-        report = classify_gammas(unwrap_model(model)[0], invariance=config.invariance)
+        refuse_sharded(model)
+        report = classify_gammas(unwrap_model(model)[0], inputs=inputs, invariance=config.invariance)
     elif report.invariance != config.invariance:
         raise ValueError(
             f"invariance: the γ report was classified with invariance={report.invariance!r}, not the requested "
@@ -360,7 +367,8 @@ def gamma_decay_plan(
     return plan, report
 
 
-def _refuse_sharded(model: nn.Module) -> None:
+def refuse_sharded(model: nn.Module) -> None:
+    """Raise ``ValueError`` (with the fix) for a model whose parameters are already FSDP/DTensor shards."""
     if is_fsdp1(model):
         # FSDP1 has already flattened and sharded the parameters: a forward on a copy of this
         # model sees the shards, not the layers. GammaRegTrainer.train classifies before wrapping.
@@ -412,8 +420,10 @@ def decay_plan(
     report: GammaReport | None = None,
     no_decay: NoDecayRule = None,
     regularization: str = "decoupled",
+    inputs=None,
 ) -> GammaDecayPlan:
-    """The :class:`GammaDecayPlan` behind :func:`param_groups` (same arguments, plus ``regularization``).
+    """The :class:`GammaDecayPlan` behind :func:`param_groups` (same arguments, ``inputs=`` included, plus
+    ``regularization``).
 
     Use it when the loop needs more than the groups: coupled L2 (``regularization="l2"`` and
     :func:`l2_penalty`), or the table of what the optimizer does (``plan.to_table(model, optimizer)``).
@@ -431,7 +441,7 @@ def decay_plan(
         regularization=regularization,
     )
     plan, _ = gamma_decay_plan(model, config=config, weight_decay=float(weight_decay), report=report,
-                               hf_decay_names=_decay_names(model, no_decay))
+                               hf_decay_names=_decay_names(model, no_decay), inputs=inputs)
     return plan
 
 
@@ -446,6 +456,7 @@ def param_groups(
     exclude: Iterable[str] | str = (),
     report: GammaReport | None = None,
     no_decay: NoDecayRule = None,
+    inputs=None,
 ) -> list[dict]:
     """Parameter groups for any ``torch.optim`` optimizer: γ decayed by role and policy, the rest as `Trainer` does.
 
@@ -455,7 +466,7 @@ def param_groups(
         weight_decay: the coefficient of every decayed parameter (and of decayed γ unless ``gamma_weight_decay``).
         policy: which γ are decayed: ``"guidelines"`` (roles branch and invariant), ``"hf-default"`` (what the
             ``no_decay`` rule says), ``"all"``, ``"none"``, a comma list of roles or ``"only:<role>"``.
-        invariance: ``"exact"`` or ``"approximate"`` (how the roles are read; DESIGN.md § Invariance mode).
+        invariance: ``"exact"`` or ``"approximate"`` (how the roles are read; docs/design.md § Invariance modes).
         gamma_weight_decay: a coefficient for decayed γ; they then get a third group of their own.
         include / exclude: regexes (``re.search`` on parameter names) of γ always / never decayed; exclude wins.
         report: a `GammaReport` for this model (``classify_gammas(model)``); required for a model already
@@ -464,6 +475,11 @@ def param_groups(
             decay for biases and norm weights, by module type and name); a list of name substrings is the
             ``*_no_trainer.py`` examples' rule (``["bias", "LayerNorm.weight"]``); a callable ``model -> names``
             returns the parameters that get no decay.
+        inputs: one batch the model's forward accepts (a dict of tensors such as your data collator's output,
+            a tuple of positional tensors, or one tensor) to read the roles from; ``None`` builds dummy inputs
+            from the config. Needed for a model whose forward takes inputs a config does not describe (a
+            custom ``forward(features, condition, labels)``, image placeholder tokens, visual features), and
+            better for a multimodal model, whose towers a dummy batch may not reach. Not with ``report=``.
 
     Returns ``[{"params": decayed, "weight_decay": weight_decay}, {"params": the rest, "weight_decay": 0.0}]``
     (plus ``{"params": decayed γ, "weight_decay": gamma_weight_decay, "gamma_group": True}`` when that
@@ -485,7 +501,7 @@ def param_groups(
     """
     plan = decay_plan(model, weight_decay, policy=policy, invariance=invariance,
                       gamma_weight_decay=gamma_weight_decay, include=include, exclude=exclude, report=report,
-                      no_decay=no_decay)
+                      no_decay=no_decay, inputs=inputs)
     plan.warn(model)  # the groups are all the caller sees: what deserves attention goes to the log, as in the Trainer
     return plan.param_groups(model)
 

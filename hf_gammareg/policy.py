@@ -1,4 +1,4 @@
-"""Policies: from γ roles to the set of γ that get weight decay (DESIGN.md § Policies)."""
+"""Policies: from γ roles to the set of γ that get weight decay (docs/design.md § Policies)."""
 
 from __future__ import annotations
 

@@ -31,6 +31,11 @@ class GammaReport:
         invariance: the invariance mode used (``exact`` or ``approximate``).
         model_class: class name of the analysed model.
         device: where the analysis pass ran (``meta`` or the model's device).
+        inputs_source: where the batch of that pass came from: ``"dummy"`` (built from the config and the
+            forward's signature), ``"training batch"`` (the first batch of the Trainer's training data,
+            collated as training collates it) or ``"user inputs"`` (``inputs=``); ``""`` in reports written
+            before it was recorded.
+        inputs_shapes: ``{input name: shape}`` of the tensors in that batch (positional inputs by index).
     """
 
     roles: dict[str, str]
@@ -43,11 +48,25 @@ class GammaReport:
     invariance: str = "exact"
     model_class: str = ""
     device: str = "meta"
+    inputs_source: str = ""
+    inputs_shapes: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
     @property
     def gammas(self) -> list[str]:
         """All γ names: classified, then untracked, then unused."""
         return list(self.roles) + list(self.untracked) + list(self.unused)
+
+    def inputs_line(self) -> str:
+        """One sentence: which batch the roles were read from (for tables, logs and the model card)."""
+        shapes = ", ".join(f"{k} {list(v)}" for k, v in self.inputs_shapes.items())
+        shapes = f" ({shapes})" if shapes else ""
+        if self.inputs_source == "training batch":
+            return f"Roles read from the first batch of the training data, collated as training collates it{shapes}."
+        if self.inputs_source == "user inputs":
+            return f"Roles read from the batch passed as inputs={shapes}."
+        if self.inputs_source == "dummy":
+            return f"Roles read from dummy inputs built from the model's config{shapes}."
+        return "Roles read from inputs this report does not record (written before hf_gammareg recorded them)."
 
     def role_of(self, name: str) -> str:
         """``name``'s role, or ``"untracked"`` / ``"unused"`` for a γ without one."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import shutil
 import weakref
 
@@ -19,11 +20,13 @@ from torch import nn
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 
 from .analysis import classify_gammas
+from .analysis.inputs import describe_inputs
 from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
 from .config import CONFIG_NAME, GammaRegConfig
 from .horizon import GroupHorizon, decay_horizon
-from .plan import GammaDecayPlan, gamma_decay_plan, l2_penalty
+from .plan import GammaDecayPlan, gamma_decay_plan, l2_penalty, refuse_sharded
 from .report import GammaReport
+from .roles import GammaAnalysisError
 from .training_args import GammaRegSeq2SeqTrainingArguments, GammaRegTrainingArguments, convert_training_args
 from .wrappers import unwrap_model
 
@@ -33,17 +36,29 @@ logger = logging.getLogger(__name__)
 class GammaRegMixin:
     """Shared by both Trainers. Extra keyword arguments:
 
-    * ``gamma_report``: a precomputed `GammaReport` (e.g. from ``classify_gammas(model, inputs=...)``
-      for a model whose forward needs special inputs). Otherwise the model is classified once,
-      when the optimizer is created.
+    * ``gamma_report``: a precomputed `GammaReport` (e.g. from ``classify_gammas(model, inputs=...)``).
+    * ``gamma_inputs``: one batch (a dict of tensors, as the model's forward takes it) to read the roles from.
+
+    Without either, the model is classified once, before training (or when the optimizer is created), from
+    the first ``per_device_train_batch_size`` rows of ``train_dataset`` collated by this trainer's
+    ``data_collator`` after its ``remove_unused_columns`` filtering — the batch training itself would build
+    from those rows — with every RNG state restored afterwards and the training dataloader, its sampler and
+    the dataset's iteration untouched. Dummy inputs built from the config are the fallback: no training
+    data, a streaming (iterable) dataset, which is never read ahead, or a first batch the model rejects (with
+    a warning). The report's ``inputs_source`` records which.
     """
 
     _gamma_args_class: type = GammaRegTrainingArguments
 
-    def __init__(self, model=None, args=None, *pos, gamma_report: GammaReport | None = None, **kwargs):
+    def __init__(self, model=None, args=None, *pos, gamma_report: GammaReport | None = None, gamma_inputs=None,
+                 **kwargs):
+        if gamma_report is not None and gamma_inputs is not None:
+            raise ValueError("gamma_report= and gamma_inputs=: give one — the report already holds the roles that "
+                             "gamma_inputs would be read from")
         args = convert_training_args(args, self._gamma_args_class)
         self.gamma_config: GammaRegConfig = args.gamma_config
         self.gamma_report: GammaReport | None = gamma_report
+        self.gamma_inputs = gamma_inputs
         self.gamma_plan: GammaDecayPlan | None = None
         self.gamma_horizon: GroupHorizon | None = None  # set when training starts (see gamma_decay_horizon)
         self._gamma_plan_model: nn.Module | None = None  # the model (maybe wrapped) whose names the plan holds
@@ -67,6 +82,9 @@ class GammaRegMixin:
         return plan.decay_parameter_names()
 
     def _gamma_plan_for(self, model: nn.Module, hf_names: set[str]) -> GammaDecayPlan:
+        if self.gamma_report is None:
+            refuse_sharded(model)
+            self.gamma_report = self._gamma_classify(unwrap_model(model)[0])
         plan, self.gamma_report = gamma_decay_plan(
             model, config=self.gamma_config, weight_decay=self.args.weight_decay,
             report=self.gamma_report, hf_decay_names=hf_names,
@@ -220,8 +238,96 @@ class GammaRegMixin:
             # Classify now, while `self.model` is still the user's model: FSDP flattens and shards
             # the parameters in `accelerator.prepare` *before* HF builds the optimizer (FSDP1 delays
             # optimizer creation), and a forward on shards cannot show the layers' dataflow.
-            self.gamma_report = classify_gammas(unwrap_model(self.model)[0], invariance=self.gamma_config.invariance)
+            self.gamma_report = self._gamma_classify(unwrap_model(self.model)[0])
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    # -- which batch the roles are read from ------------------------------------------------------------
+    def _gamma_classify(self, model: nn.Module) -> GammaReport:
+        """The roles of ``model`` from ``gamma_inputs``, else the first training batch, else dummy inputs."""
+        invariance = self.gamma_config.invariance
+        if self.gamma_inputs is not None:
+            return classify_gammas(model, inputs=self.gamma_inputs, invariance=invariance)
+        batch, why_not = self._gamma_training_batch()
+        batch_error = None
+        if batch is not None:
+            try:
+                report = classify_gammas(model, inputs=batch, invariance=invariance)
+            except GammaAnalysisError as exc:
+                batch_error = exc
+            else:
+                report.inputs_source = "training batch"
+                if self.is_world_process_zero():
+                    logger.info("hf_gammareg: %s", report.inputs_line())
+                return report
+        try:
+            report = classify_gammas(model, invariance=invariance)
+        except GammaAnalysisError as exc:
+            raise self._gamma_inputs_error(model, batch, why_not, batch_error, exc) from (batch_error or exc)
+        if batch_error is not None and self.is_world_process_zero():
+            # Training will meet the same rejection on its first step; the dummy roles are what we can offer.
+            logger.warning("hf_gammareg: %s's forward rejected the first training batch (%s): %s. %s instead.",
+                           type(model).__name__, describe_inputs(batch), _model_error(batch_error),
+                           report.inputs_line().rstrip("."))
+        elif self.is_world_process_zero():
+            logger.info("hf_gammareg: %s (%s).", report.inputs_line().rstrip("."), why_not)
+        return report
+
+    def _gamma_training_batch(self):
+        """``(batch, None)``: the first training batch, built as training builds it; or ``(None, why not)``.
+
+        Rows ``0 … per_device_train_batch_size - 1`` are read by index and passed through the collator that
+        `Trainer._get_dataloader` uses (``remove_unused_columns`` applied the same way). The train dataloader
+        is not created and its sampler and generator are not touched, so every rank reads the same rows and
+        reaches the same roles, and the data order training sees does not change; the CPU, CUDA, NumPy and
+        Python RNG states are restored after the collator (a masking collator draws from them).
+        """
+        dataset = self.train_dataset
+        if dataset is None:
+            return None, "no train_dataset"
+        if isinstance(dataset, torch.utils.data.IterableDataset) or not _has_length(dataset):
+            # Reading ahead in a stream would consume examples (a generator) or move its state (a resumable
+            # `datasets.IterableDataset`), and training must see the stream exactly as it would without us.
+            return None, ("train_dataset is an IterableDataset, which is not read ahead (that would consume "
+                          "or move its stream)")
+        if len(dataset) == 0:
+            return None, "train_dataset is empty"
+        custom = [m for m in ("get_train_dataloader", "_get_dataloader")
+                  if getattr(type(self), m) is not getattr(Trainer, m)]
+        if custom:
+            # The subclass builds its batches its own way; reading one ahead could draw from its sampler or
+            # generators, so the batch training sees cannot be reproduced here.
+            return None, f"{type(self).__name__} overrides {custom[0]}, so its training batches are not read ahead"
+        n = min(len(dataset), self._train_batch_size)
+        collator = self.data_collator
+        try:
+            import datasets
+
+            is_hf_dataset = isinstance(dataset, datasets.Dataset)
+        except ImportError:
+            is_hf_dataset = False
+        with _saved_rng(collator):
+            if is_hf_dataset:
+                dataset = self._remove_unused_columns(dataset, description="training")
+            else:
+                collator = self._get_collator_with_removed_columns(collator, description="training")
+            fetch = getattr(dataset, "__getitems__", None)
+            rows = fetch(list(range(n))) if fetch else [dataset[i] for i in range(n)]
+            return collator(rows), None
+
+    def _gamma_inputs_error(self, model, batch, why_not, batch_error, dummy_error) -> GammaAnalysisError:
+        name = type(model).__name__
+        if batch is not None:
+            tried = f"the first training batch ({describe_inputs(batch)}), which raised {_model_error(batch_error)}"
+        else:
+            tried = f"no training batch ({why_not})"
+        dummies = getattr(dummy_error, "tried", [])
+        dummy_errors = getattr(dummy_error, "errors", []) or [str(dummy_error)]
+        return GammaAnalysisError(
+            f"could not read the γ roles of {name}: its forward ran on none of the batches tried — {tried}; "
+            f"{len(dummies)} dummy batch(es) built from its config ("
+            + "; ".join(f"{{{d}}}" for d in dummies) + f"), the last of which raised {dummy_errors[-1]}. "
+            "Remedies: pass GammaRegTrainer(..., gamma_inputs=batch) with one batch your model's forward accepts "
+            "(a dict of tensors), or a precomputed gamma_report=classify_gammas(model, inputs=batch).")
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         try:
@@ -327,6 +433,73 @@ def planned_horizon(args, num_steps: int, weight_decay: float, *, l2: bool = Fal
     return decay_horizon(optimizer, num_steps, scheduler, penalty={0: weight_decay} if l2 else None)[0]
 
 
+def _model_error(exc: GammaAnalysisError) -> str:
+    """The model's own exception behind a failed analysis pass, in one line."""
+    errors = getattr(exc, "errors", None)
+    if errors:
+        return errors[-1]
+    cause = exc.__cause__ or exc
+    return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
+
+
+def _has_length(dataset) -> bool:
+    try:
+        return len(dataset) is not None
+    except TypeError:
+        return False
+
+
+class _saved_rng:
+    """Restores the CPU, CUDA, NumPy and Python RNG states on exit — and those of the random generators a collator
+    holds as attributes (a `torch.Generator`, `numpy.random.Generator` or `random.Random`, also inside a wrapping
+    collator's ``data_collator``): reading the first batch draws nothing that training would see."""
+
+    def __init__(self, collator=None):
+        self.owned = []
+        seen, todo = set(), [collator]
+        while todo:
+            obj = todo.pop()
+            if obj is None or id(obj) in seen or not hasattr(obj, "__dict__"):
+                continue
+            seen.add(id(obj))
+            for value in vars(obj).values():
+                if isinstance(value, (torch.Generator, random.Random)) or hasattr(value, "bit_generator"):
+                    self.owned.append(value)
+            todo.append(getattr(obj, "data_collator", None))  # transformers' RemoveColumnsCollator
+
+    def __enter__(self):
+        self.owned_states = [g.get_state() if isinstance(g, torch.Generator) else g.getstate()
+                             if isinstance(g, random.Random) else g.bit_generator.state for g in self.owned]
+        self.torch_state = torch.random.get_rng_state()
+        self.cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        self.python_state = random.getstate()
+        try:
+            import numpy
+
+            self.numpy_state = numpy.random.get_state()
+        except ImportError:  # pragma: no cover - numpy ships with torch wheels
+            self.numpy_state = None
+        return self
+
+    def __exit__(self, *exc):
+        for g, state in zip(self.owned, self.owned_states):
+            if isinstance(g, torch.Generator):
+                g.set_state(state)
+            elif isinstance(g, random.Random):
+                g.setstate(state)
+            else:
+                g.bit_generator.state = state
+        torch.random.set_rng_state(self.torch_state)
+        if self.cuda_state is not None:
+            torch.cuda.set_rng_state_all(self.cuda_state)
+        random.setstate(self.python_state)
+        if self.numpy_state is not None:
+            import numpy
+
+            numpy.random.set_state(self.numpy_state)
+        return False
+
+
 class _GammaTableCallback(TrainerCallback):
     """Logs the trainer's γ table when training starts: the optimizer exists by then, wrapped or not."""
 
@@ -343,7 +516,8 @@ class GammaRegTrainer(GammaRegMixin, Trainer):
     """`transformers.Trainer` whose normalization-scale weight decay follows a `GammaRegConfig` policy.
 
     Takes `GammaRegTrainingArguments` (a plain `TrainingArguments` is converted, with defaults for
-    the ``gamma_*`` fields) and, optionally, ``gamma_report=``.
+    the ``gamma_*`` fields) and, optionally, ``gamma_report=`` or ``gamma_inputs=``. The roles are read from
+    the first batch of ``train_dataset`` when there is one (see `GammaRegMixin`).
     """
 
     _gamma_args_class = GammaRegTrainingArguments

@@ -40,10 +40,17 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
 
-from modeling_cifar_resnet import (CIFAR10_CLASSES, CifarResNetConfig, CifarResNetForImageClassification,
-                                   check_depth)
-from recipe_utils import (GammaTrajectoryCallback, RunArguments, Stopwatch, ThroughputCallback, compute_accuracy,
-                          gamma_record, parse_args, write_results)
+from modeling_cifar_resnet import CIFAR10_CLASSES, CifarResNetConfig, CifarResNetForImageClassification, check_depth
+from recipe_utils import (
+    GammaTrajectoryCallback,
+    RunArguments,
+    Stopwatch,
+    ThroughputCallback,
+    compute_accuracy,
+    gamma_record,
+    parse_args,
+    write_results,
+)
 from transformers import HfArgumentParser, set_seed
 
 from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments, find_gammas

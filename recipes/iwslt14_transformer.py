@@ -52,8 +52,17 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
 
-from recipe_utils import (RunArguments, Stopwatch, ThroughputCallback, finish, first_rows, gamma_record, gamma_rms_by_role,
-                          load_data_file, parse_args)
+from recipe_utils import (
+    RunArguments,
+    Stopwatch,
+    ThroughputCallback,
+    finish,
+    first_rows,
+    gamma_record,
+    gamma_rms_by_role,
+    load_data_file,
+    parse_args,
+)
 from torch.utils.data import DataLoader
 from transformers import HfArgumentParser, MarianConfig, MarianMTModel, set_seed
 

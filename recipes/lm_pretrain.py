@@ -33,8 +33,15 @@ from torch.utils.data import Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
 
-from recipe_utils import (RunArguments, Stopwatch, ThroughputCallback, gamma_record, gamma_rms_by_role, parse_args,
-                          write_results)
+from recipe_utils import (
+    RunArguments,
+    Stopwatch,
+    ThroughputCallback,
+    gamma_record,
+    gamma_rms_by_role,
+    parse_args,
+    write_results,
+)
 from transformers import GPT2Config, GPT2LMHeadModel, HfArgumentParser, set_seed
 
 from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments

@@ -6,7 +6,7 @@ Where a block changes the shape, the shortcut is a projection (1×1 conv + BN, t
 model has all four BatchNorm categories of Kim et al.'s ablation:
 
 ========== ===================================== ===================== =========================
-category   parameter names                       role (DESIGN.md)      paper's guideline
+category   parameter names                       role (docs/design.md)      paper's guideline
 ========== ===================================== ===================== =========================
 stem       ``resnet.stem.bn.weight``             ``stream``            do not regularize
 shortcut   ``…shortcut.bn.weight``               ``stream``            do not regularize

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-
 import torch
 import yaml
 from transformers import HfArgumentParser, TrainerCallback
@@ -140,6 +139,7 @@ def optimizer_gamma_record(model: torch.nn.Module, optimizer, plan, horizon=None
         "invariance": cfg.invariance,
         "regularization": cfg.regularization,
         "summary": report.summary(cfg.policy, include=cfg.include, exclude=cfg.exclude),
+        "inputs_source": report.inputs_source,  # which batch the roles were read from
         "gammas": {
             name: {"role": report.roles.get(name), "decayed": name in plan.decayed,
                    "optimizer_weight_decay": group_decay.get(name)}

@@ -33,10 +33,23 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
 
-from recipe_utils import (RunArguments, Stopwatch, compute_accuracy, finish, first_rows, gamma_record, load_data_file,
-                          parse_args)
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, HfArgumentParser,
-                          set_seed)
+from recipe_utils import (
+    RunArguments,
+    Stopwatch,
+    compute_accuracy,
+    finish,
+    first_rows,
+    gamma_record,
+    load_data_file,
+    parse_args,
+)
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    set_seed,
+)
 
 from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments
 

@@ -87,12 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     eval_loader = torch.utils.data.DataLoader(validation, batch_size=targs.per_device_eval_batch_size,
                                               collate_fn=collate, num_workers=targs.dataloader_num_workers)
 
-    # The one hf_gammareg call: classify the γ (on meta, before any wrapping) and split every parameter.
-    # `param_groups(model, wd, policy=...)` gives the same groups; the plan also serves L2 and the table.
+    # The one hf_gammareg call: classify the γ (on meta, before any wrapping) from this run's first batch, and
+    # split every parameter. The rows are read by index and collated as the loader collates them, so the shuffled
+    # loader's RNG is not touched. `param_groups(model, wd, policy=..., inputs=...)` gives the same groups; the
+    # plan also serves L2 and the table.
+    first_batch = collate([train[i] for i in range(min(len(train), targs.per_device_train_batch_size))])
     cfg = targs.gamma_config
     plan = decay_plan(model, targs.weight_decay, policy=cfg.policy, invariance=cfg.invariance,
                       gamma_weight_decay=cfg.gamma_weight_decay, include=cfg.include, exclude=cfg.exclude,
-                      regularization=cfg.regularization)
+                      regularization=cfg.regularization, inputs=first_batch)
     optimizer = torch.optim.AdamW(plan.param_groups(model), lr=targs.learning_rate,
                                   betas=(targs.adam_beta1, targs.adam_beta2), eps=targs.adam_epsilon,
                                   fused=optim == "adamw_torch_fused" or None)

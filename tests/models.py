@@ -108,3 +108,94 @@ class TinyResNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer2(self.layer1(x))
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class Conditioned(nn.Module):
+    """A user model with its own signature, ``forward(features, condition, labels)``: no dummy batch can guess it.
+
+    The condition is fused after the stem (``stem_norm(stem(x)) + cond(c)``: two inputs summed, no residual
+    stream), then one pre-LN residual block and a final norm before the head.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Linear(6, 16)
+        self.stem_norm = nn.LayerNorm(16)
+        self.cond = nn.Linear(3, 16)
+        self.block_norm = nn.LayerNorm(16)
+        self.fc1 = nn.Linear(16, 16)
+        self.fc2 = nn.Linear(16, 16)
+        self.final_norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, features, condition, labels=None):
+        h = self.stem_norm(self.stem(features)) + self.cond(condition)
+        h = h + self.fc2(torch.relu(self.fc1(self.block_norm(h))))
+        logits = self.head(self.final_norm(h))
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return {"loss": loss, "logits": logits}
+
+
+def tiny_llava():
+    """CLIP vision tower (one layer) + Llama (one layer); 4 image tokens per 16×16 image (2×2 patches of 8)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=16, patch_size=8, projection_dim=16)
+    text = LlamaConfig(hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2,
+                       num_key_value_heads=1, vocab_size=40)
+    return LlavaForConditionalGeneration(LlavaConfig(vision_config=vision, text_config=text, image_token_index=39,
+                                                     vision_feature_layer=-1, projector_hidden_act="gelu"))
+
+
+def tiny_blip2():
+    """BLIP-2: vision (one layer) → Q-Former (one layer, 4 query tokens) → OPT (one layer); 4 image tokens in the text."""
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        OPTConfig,
+    )
+
+    vision = Blip2VisionConfig(hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2,
+                               image_size=16, patch_size=8)
+    qformer = Blip2QFormerConfig(hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2,
+                                 encoder_hidden_size=16, cross_attention_frequency=1, vocab_size=40)
+    text = OPTConfig(hidden_size=16, ffn_dim=20, num_hidden_layers=1, num_attention_heads=2, vocab_size=40,
+                     word_embed_proj_dim=16, max_position_embeddings=64)
+    return Blip2ForConditionalGeneration(Blip2Config(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(),
+                                                     text_config=text.to_dict(), num_query_tokens=4, image_token_index=39))
+
+
+def tiny_qwen2_audio():
+    """Qwen2-Audio: Whisper-style encoder (one layer, 8 mel bins) → projector → Qwen2 (one layer); 32 frames → 8 audio tokens."""
+    from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2AudioForConditionalGeneration, Qwen2Config
+
+    audio = Qwen2AudioEncoderConfig(d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=20,
+                                    num_mel_bins=8, max_source_positions=16)
+    text = Qwen2Config(hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2,
+                       num_key_value_heads=1, vocab_size=40)
+    return Qwen2AudioForConditionalGeneration(Qwen2AudioConfig(audio_config=audio.to_dict(), text_config=text.to_dict(),
+                                                               audio_token_index=39))
+
+
+def tiny_lxmert():
+    """LXMERT for VQA: one language, one vision (`r`) and one cross-modality (`x`) layer; 12-d region features."""
+    from transformers import LxmertConfig, LxmertForQuestionAnswering
+
+    return LxmertForQuestionAnswering(LxmertConfig(
+        vocab_size=40, hidden_size=16, num_attention_heads=2, intermediate_size=20, l_layers=1, x_layers=1, r_layers=1,
+        visual_feat_dim=12, visual_pos_dim=4, num_qa_labels=3, max_position_embeddings=32))
+
+
+def tiny_code_predictor():
+    """Qwen3-Omni's talker code predictor: a Qwen3 decoder trained on `inputs_embeds` (it refuses `input_ids`)."""
+    from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeTalkerCodePredictorConfig
+    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
+        Qwen3OmniMoeTalkerCodePredictorModelForConditionalGeneration,
+    )
+
+    return Qwen3OmniMoeTalkerCodePredictorModelForConditionalGeneration(Qwen3OmniMoeTalkerCodePredictorConfig(
+        hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+        head_dim=8, vocab_size=40, num_code_groups=4))

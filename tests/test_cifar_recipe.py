@@ -1,4 +1,4 @@
-"""The CIFAR ResNet recipe: the model, its γ roles (by hand, from DESIGN.md), the ablation policies' optimizer
+"""The CIFAR ResNet recipe: the model, its γ roles (by hand, from docs/design.md), the ablation policies' optimizer
 groups, a 2-step run on a tiny synthetic CIFAR-shaped archive, bad input, and the resumable sweep."""
 
 import csv
@@ -18,7 +18,7 @@ RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 # ResNet-8 (n = 1 block a stage): the stem BN, then per stage a block with bn1, bn2, and from stage 2 on a
-# projection shortcut. DESIGN.md § Reference classifications (HF ResNet, basic blocks, same widths):
+# projection shortcut. docs/design.md § Reference classifications (HF ResNet, basic blocks, same widths):
 # stem → stream (it feeds the stream); first BN of a block → invariant (conv → BN → ReLU → conv → BN: every
 # path renormalized); second BN → branch (meets the residual add on the branch side); shortcut BN → stream.
 STEM = "resnet.stem.bn.weight"

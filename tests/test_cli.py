@@ -57,6 +57,32 @@ def test_inspect_unknown_model_fails_clearly(capsys):
     assert "cannot load a config for 'no-such-model-anywhere'" in err and "bert-base-uncased" in err
 
 
+def test_inspect_gpt2_sequence_classification_without_a_pad_token(capsys):
+    # GPT-2 has no pad token, and its classifier refuses a batch of several without one: the dummy batch is cut
+    # to one example. The head decides: ln_f feeds the classifier, still `head`.
+    assert main(["inspect", "gpt2", "--task", "sequence-classification", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["model_class"] == "GPT2ForSequenceClassification" and data["inputs_shapes"] == {"input_ids": [1, 8]}
+    assert data["roles"]["transformer.ln_f.weight"] == "head" and data["roles"]["transformer.h.0.ln_1.weight"] == "branch"
+
+
+def test_inspect_a_model_dummy_inputs_cannot_run_fails_in_one_line(tmp_path, capsys):
+    from transformers import DecisionTransformerConfig
+
+    DecisionTransformerConfig(state_dim=3, act_dim=2, hidden_size=16, n_layer=1, n_head=2).save_pretrained(tmp_path)
+    assert main(["inspect", str(tmp_path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hf-gammareg")]  # not transformers'
+    assert len(err) == 1 and err[0].startswith("hf-gammareg: DecisionTransformerModel's forward does not run")
+    assert "classify_gammas(model, inputs=batch)" in err[0]
+
+
+def test_inspect_a_config_transformers_cannot_build_fails_in_one_line(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 30, "num_attention_heads": 4}))
+    assert main(["inspect", str(tmp_path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hf-gammareg")]
+    assert len(err) == 1 and "cannot build" in err[0] and "try another --task" in err[0]
+
+
 def test_inspect_bad_policy_fails_clearly(capsys):
     assert main(["inspect", "gpt2", "--policy", "guideline"]) == 2
     assert "unknown gamma policy" in capsys.readouterr().err
@@ -71,7 +97,7 @@ def test_plot_missing_history_fails_clearly(tmp_path, capsys):
 @pytest.mark.parametrize(
     "task,model_class,last_norm,role,n_gammas",
     [
-        # DESIGN.md § Readings: the head is whatever the model outputs. Without --task, the config's
+        # docs/design.md § Readings settled on real graphs: the head is whatever the model outputs. Without --task, the config's
         # `architectures` (BertForMaskedLM): the MLM head's transform.LayerNorm renormalizes the last norm.
         (None, "BertForMaskedLM", "bert.encoder.layer.11.output.LayerNorm.weight", "invariant", 26),
         ("masked-lm", "BertForMaskedLM", "bert.encoder.layer.11.output.LayerNorm.weight", "invariant", 26),

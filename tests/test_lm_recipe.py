@@ -1,5 +1,5 @@
 """The language-model pretraining recipe: --help, a few steps on a tiny random GPT-2 and a tiny text file, the γ
-weight decay in its optimizer per policy (written out by hand from DESIGN.md), the data helpers, and bad input."""
+weight decay in its optimizer per policy (written out by hand from docs/design.md), the data helpers, and bad input."""
 
 import functools
 import importlib.util
@@ -12,7 +12,7 @@ import torch
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 WD = 0.1
-# GPT-2 is pre-LN (DESIGN.md § Reference classifications): every ln_1, ln_2 → branch, ln_f → head.
+# GPT-2 is pre-LN (docs/design.md § Reference classifications): every ln_1, ln_2 → branch, ln_f → head.
 LN = {f"transformer.h.{i}.{n}.weight" for i in (0, 1) for n in ("ln_1", "ln_2")}
 LN_F = "transformer.ln_f.weight"
 DECAY = {  # policy -> the weight decay each γ gets in the optimizer, by hand

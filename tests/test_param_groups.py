@@ -1,6 +1,6 @@
 """`param_groups` / `decay_plan` / `l2_penalty` outside the Trainer, and the trainer's own decay table.
 
-Expected γ sets are written out by hand from DESIGN.md § Reference classifications (HF ResNet, basic
+Expected γ sets are written out by hand from docs/design.md § Reference classifications (HF ResNet, basic
 blocks: stem BN stream, first BN of each block invariant, second branch, shortcut BN stream; GPT-2:
 ln_1/ln_2 branch, ln_f head; BERT under exact: every norm stream but the last, head).
 """

@@ -1,4 +1,4 @@
-"""Policies map roles to decayed γ (DESIGN.md § Policies)."""
+"""Policies map roles to decayed γ (docs/design.md § Policies)."""
 
 import pytest
 

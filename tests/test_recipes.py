@@ -1,5 +1,5 @@
 """Recipes: each runs a few steps on a tiny random model, the requested policy reaches the optimizer, the
-sweep writes its tables. Expected γ sets are written out by hand from DESIGN.md § Reference classifications."""
+sweep writes its tables. Expected γ sets are written out by hand from docs/design.md § Reference classifications."""
 
 import csv
 import functools
@@ -242,7 +242,7 @@ def test_decode_stops_at_eos_and_drops_gather_padding():
 
 # -- what a run saves and pushes ---------------------------------------------------------------------------
 BERT_APPROXIMATE_ROLES = {BERT_EMB: "invariant", BERT_ATT0: "invariant", BERT_OUT0: "invariant",
-                          BERT_ATT1: "invariant", BERT_OUT1: "head"}  # DESIGN.md: BERT under `approximate`
+                          BERT_ATT1: "invariant", BERT_OUT1: "head"}  # docs/design.md: BERT under `approximate`
 CARD_LINE = "policy `guidelines`, invariance `approximate`, decoupled weight decay 0.05 on 4 of 5 normalization scales"
 
 
@@ -367,6 +367,9 @@ def test_sst2_no_trainer_writes_the_trainer_recipes_results(sst2, tmp_path):
     assert set(trainer_record["gamma"]) == set(loop_record["gamma"])
     assert trainer_decay == loop_decay == dict.fromkeys(BERT_GAMMAS, WD)
     assert trainer_record["gamma"]["summary"] == loop_record["gamma"]["summary"]
+    # the Trainer reads the roles from its first training batch; the loop passes its own first batch as inputs=
+    assert (trainer_record["gamma"]["inputs_source"], loop_record["gamma"]["inputs_source"]) == (
+        "training batch", "user inputs")
 
 
 def test_sweep_drives_the_no_trainer_recipe(sst2, tmp_path):

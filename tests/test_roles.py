@@ -1,6 +1,6 @@
-"""Role of every γ for tiny models, against DESIGN.md § Reference classifications.
+"""Role of every γ for tiny models, against docs/design.md § Reference classifications.
 
-The expected tables are written out by hand from DESIGN.md (2 layers, hidden 32) — never derived
+The expected tables are written out by hand from docs/design.md (2 layers, hidden 32) — never derived
 with the code under test.
 """
 

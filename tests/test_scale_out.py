@@ -80,6 +80,13 @@ def test_ddp_two_processes_agree_and_rank0_saves(tmp_path):
     assert r0["wrapped_decayed"] == sorted("module." + n for n in r0["decayed"])
     assert r0["checksum"] == r1["checksum"]  # gradients were all-reduced: identical weights
     assert (r0["should_save"], r1["should_save"]) == (True, False)
+    # A model no dummy batch fits, under DDP with gradient accumulation: each rank reads the same first rows and
+    # reaches the same roles (stem_norm meets the fusion with the condition; docs/design.md), and training stays in step.
+    assert r0["cond_source"] == r1["cond_source"] == "training batch"
+    assert r0["cond_roles"] == r1["cond_roles"] == {"stem_norm.weight": "stream", "block_norm.weight": "branch",
+                                                    "final_norm.weight": "head"}
+    assert r0["cond_groups"] == r1["cond_groups"] and "block_norm.weight" in r0["cond_groups"][0][1]
+    assert r0["cond_checksum"] == r1["cond_checksum"]
     checkpoint = tmp_path / "run" / "checkpoint-3"
     assert GammaRegConfig.from_pretrained(checkpoint) == GammaRegConfig(gamma_weight_decay=0.2)
     assert (checkpoint / "gamma_report.json").exists()
@@ -383,7 +390,9 @@ class Broken(nn.Module):
 def test_model_whose_forward_raises_never_trains(tmp_path):
     trainer = GammaRegTrainer(model=Broken(), args=GammaRegTrainingArguments(**_args(tmp_path, max_steps=2)),
                               train_dataset=[{"x": torch.zeros(4)}] * 4)
-    with pytest.raises(GammaAnalysisError, match="this forward is broken.*Pass `inputs=`"):
+    # both batches tried are named, with the model's own exception and both remedies
+    with pytest.raises(GammaAnalysisError, match=r"first training batch \(x \[4, 4\]\).*this forward is broken.*"
+                                                 r"gamma_inputs=batch.*gamma_report="):
         trainer.train()
     assert trainer.state.global_step == 0 and trainer.optimizer is None
 

@@ -15,13 +15,13 @@ from ..policy import hf_default_decay_names
 from ..report import GammaReport
 from ..roles import INVARIANCE_MODES, GammaAnalysisError
 from .graph import _Analysis, _Graph, own_ops
-from .inputs import candidate_inputs
+from .inputs import candidate_inputs, describe_inputs, input_shapes, single_example, with_placeholders
 from .norms import is_candidate, is_norm_module, is_torch_norm, norm_gamma, normalizes
 from .trace import _meta_copy, _model_device, _run, _TemporaryAnalysisState
 
 logger = logging.getLogger(__name__)
 
-_MAX_INPUT_ATTEMPTS = 8  # candidate dummy batches tried before giving up (each failure on meta takes milliseconds)
+_MAX_INPUT_ATTEMPTS = 12  # candidate dummy batches tried before giving up (each failure on meta takes milliseconds)
 _OUTSIDE_AUTOGRAD = (
     "used in the forward only with autograd off (under torch.no_grad, or inside a custom autograd Function such "
     "as reversible layers): no role can be read from the graph; decayed as hf-default decides unless "
@@ -36,7 +36,7 @@ def classify_gammas(model: nn.Module, inputs=None, *, invariance: str = "exact")
         inputs: one tiny batch for the forward pass: a dict of keyword tensors, a tuple of positional
             ones, or a tensor. ``None`` builds dummy inputs (see :func:`candidate_inputs`).
         invariance: ``"exact"`` (a signal scales with γ only through positively homogeneous ops) or
-            ``"approximate"`` (every op passes the scale on). See DESIGN.md § Invariance mode.
+            ``"approximate"`` (every op passes the scale on). See docs/design.md § Invariance modes.
 
     A γ is the scale of a module that normalizes its input — decided from the recorded computation
     (a statistic of the input and a division by it), not from the class name — or a layer-scale
@@ -44,6 +44,11 @@ def classify_gammas(model: nn.Module, inputs=None, *, invariance: str = "exact")
     ``meta``-device copy of the model whenever it can (no memory, no compute); otherwise on the real
     model with ``inputs`` on its device. Either way the model's weights, buffers, train/eval modes,
     ``requires_grad`` flags and the global RNG state are left as they were, and no ``.grad`` is written.
+
+    The report records which batch the pass ran on (``inputs_source``: ``"dummy"`` or ``"user inputs"``, and
+    ``inputs_shapes``). γ that a dummy pass does not reach (a vision tower fed no image) get no role and one
+    warning naming their modules. When no batch runs, the `GammaAnalysisError` names each batch tried, the
+    model's own exception, and the remedies.
     """
     if invariance not in INVARIANCE_MODES:
         raise ValueError(f"invariance must be one of {INVARIANCE_MODES}, got {invariance!r}")
@@ -69,61 +74,118 @@ def _no_gammas(model: nn.Module, report: GammaReport) -> GammaReport:
     return report
 
 
-def _attempts(model: nn.Module, inputs, device):
+def _attempts(model: nn.Module, inputs, device, failures: list):
+    """The batches to try, in order. ``failures`` gets ``(batch, exception)`` from the caller as each one fails:
+    a multimodal batch refused for its placeholder-token count is retried at once with the count the model named."""
     if inputs is not None:
-        return [inputs]
+        yield inputs
+        return
     # For a meta run the dummy batch is built on the CPU and moved: its integer parts keep their values.
     build_on = "cpu" if device.type == "meta" else device
-    return itertools.islice(candidate_inputs(model, build_on), _MAX_INPUT_ATTEMPTS)
+    first = None
+    for batch in itertools.islice(candidate_inputs(model, build_on), _MAX_INPUT_ATTEMPTS):
+        first = batch if first is None else first
+        yield batch
+        if failures and failures[-1][0] is batch:
+            for fixed in with_placeholders(model, batch, failures[-1][1]):
+                yield fixed
+                if not (failures and failures[-1][0] is fixed):
+                    break  # it ran
+    # Last, the first batch cut to one example: heads that refuse a batch of several without a pad token
+    # (GPT-2's sequence classifier finds each sequence's last token through `pad_token_id`).
+    single = single_example(first) if first is not None else None
+    if single is not None:
+        yield single
 
 
 def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
-    report = GammaReport(roles={}, reasons={}, norm_types={}, invariance=invariance, model_class=type(model).__name__)
+    report = GammaReport(roles={}, reasons={}, norm_types={}, invariance=invariance, model_class=type(model).__name__,
+                         inputs_source="dummy" if inputs is None else "user inputs")
     # Nothing owns a 1-D scale: no norm has a γ (layer scales live in normalized networks too), so no forward
     # pass is needed — or wanted, since a model without γ may take inputs we cannot guess.
     if not any(is_candidate(m) and norm_gamma(m) is not None for m in model.modules()):
         return _no_gammas(model, report)
 
     errors: list[str] = []
+    tried: list[str] = []  # each batch tried, as "input_ids [2, 8], …", once
+    failures: list = []  # (batch, exception), read back by `_attempts`
+
+    def note(batch, where: str, exc: Exception) -> None:
+        described = describe_inputs(batch)
+        if described not in tried:
+            tried.append(described)
+        errors.append(f"on {where}: {type(exc).__name__}: {_first_line(exc)}")
+        failures.append((batch, exc))
+
     on_meta = _model_device(model).type == "meta"
     if not on_meta:
         run_model = _meta_copy(model)
         run_model.eval()
         device = torch.device("meta")
-        for batch in _attempts(model, inputs, device):
+        for batch in _attempts(model, inputs, device, failures):
             try:
                 sink, rec, sink_name, _ = _run(run_model, batch, device)
             except GammaAnalysisError:
                 raise
             except Exception as exc:  # this batch (or meta itself) does not work: try the next
-                errors.append(f"on meta: {type(exc).__name__}: {exc}")
+                note(batch, "meta", exc)
                 continue
+            report.inputs_shapes = input_shapes(batch)
             return _finish(report, model, run_model, sink, rec, sink_name, invariance, device)
     device = _model_device(model)
     try:
         with _TemporaryAnalysisState(model, restore_buffers=not on_meta):
             failure = None
-            for batch in _attempts(model, inputs, device):
+            for batch in _attempts(model, inputs, device, failures):
                 try:
                     sink, rec, sink_name, _ = _run(model, batch, device)
                 except GammaAnalysisError:
                     raise
                 except Exception as exc:
-                    errors.append(f"on {device}: {type(exc).__name__}: {exc}")
+                    note(batch, str(device), exc)
                     failure = exc
                     continue
+                report.inputs_shapes = input_shapes(batch)
                 return _finish(report, model, model, sink, rec, sink_name, invariance, device)
             raise failure if failure is not None else RuntimeError("no input batch to try")
     except GammaAnalysisError:
         raise
     except Exception as exc:
         shown = errors[:1] + (["…", errors[-1]] if len(errors) > 1 else [])
-        raise GammaAnalysisError(
-            f"could not run {type(model).__name__}'s forward to read its dataflow "
-            f"({'; '.join(shown)}). Pass `inputs=` to classify_gammas with one tiny batch the "
-            "model accepts (e.g. the dict your data collator produces), or a precomputed "
-            "`gamma_report=` to the Trainer."
-        ) from exc
+        kind = "the batch given as inputs=" if inputs is not None else f"{len(tried)} dummy batch(es)"
+        if not tried:  # the builder made no batch at all: the forward names no input it knows
+            raise GammaAnalysisError(
+                f"cannot build a dummy batch for {type(model).__name__}: its forward names no input the builder "
+                "knows. Pass `inputs=` to classify_gammas with one tiny batch the model accepts, or a precomputed "
+                "`gamma_report=` to the Trainer.") from exc
+        error = GammaAnalysisError(
+            f"could not run {type(model).__name__}'s forward to read its dataflow. Tried {kind}: "
+            + "; ".join(f"{{{t}}}" for t in tried) + f". The model raised: {'; '.join(shown)}. "
+            "Pass `inputs=` to classify_gammas with one tiny batch the model accepts (e.g. the dict your data "
+            "collator produces), or a precomputed `gamma_report=` to the Trainer.")
+        error.tried, error.errors = tried, errors
+        raise error from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300].rstrip(".") if text else ""
+
+
+def _warn_unused(model: nn.Module, report: GammaReport, unreached: list[str]) -> None:
+    """One warning when a dummy pass leaves γ without a role: which modules it did not reach, and the remedy."""
+    groups: dict[str, int] = defaultdict(int)
+    for name in unreached:
+        parts = name.split(".")[:-2] or name.split(".")[:1]  # the norm's owner, less the norm itself
+        groups[".".join(parts[:3])] += 1
+    shown = ", ".join(f"`{m}` ({n})" for m, n in list(groups.items())[:4]) + (
+        f" and {len(groups) - 4} more" if len(groups) > 4 else "")
+    warnings.warn(
+        f"{type(model).__name__}: {len(unreached)} of {len(report.gammas)} γ did not take part in the forward on "
+        f"dummy inputs ({', '.join(f'{k} {v}' for k, v in report.inputs_shapes.items())}), so they get no role and follow "
+        f"hf-default: under {shown}. Read the roles from a real batch that reaches those modules: "
+        "classify_gammas(model, inputs=batch), or GammaRegTrainer with its train_dataset (it does so itself).",
+        stacklevel=4)
 
 
 def _finish(report: GammaReport, model, run_model, sink, rec, sink_name, invariance, device) -> GammaReport:
@@ -157,12 +219,18 @@ def _finish(report: GammaReport, model, run_model, sink, rec, sink_name, invaria
         elif (not grad or node is None) and (is_torch_norm(module) or is_norm_module(module)):
             outside.add(name)
             report.norm_types.setdefault(name, type(module).__name__)
+        elif (node is None or node not in graph.inputs) and (is_torch_norm(module) or is_norm_module(module)):
+            # Called, but its output never reaches the loss (a pooled output the head does not read): a γ that
+            # takes no part in the loss, listed as unused rather than left out of the report.
+            report.norm_types.setdefault(name, type(module).__name__)
     # Norms that were never called: still γ (decayed as hf-default decides), reported as unused.
     called = {c[0] for c in rec.calls}
+    never_called: set[str] = set()
     for module_name, module in modules.items():
         gamma = norm_gamma(module)
         if gamma is not None and id(gamma) in names and is_norm_module(module) and module_name not in called:
             report.norm_types.setdefault(names[id(gamma)], type(module).__name__)
+            never_called.add(names[id(gamma)])
 
     # Layer scales: per-channel scales at the end of residual branches, γ-like by the same rules.
     norm_params = {id(norm_gamma(modules[n])) for n in normalizing if norm_gamma(modules[n]) is not None}
@@ -193,6 +261,11 @@ def _finish(report: GammaReport, model, run_model, sink, rec, sink_name, invaria
     report.device = str(device)
     if not report.norm_types:
         return _no_gammas(model, report)
+    # Only norms the dummy pass never reached: one that ran but feeds no output the loss reads (a pooled output)
+    # stays unused on any batch.
+    unreached = [n for n in report.unused if n in never_called]
+    if unreached and report.inputs_source == "dummy":
+        _warn_unused(model, report, unreached)
     if report.untracked:
         shown = ", ".join(f"`{n}`" for n in report.untracked[:4]) + (
             f" and {len(report.untracked) - 4} more" if len(report.untracked) > 4 else "")

@@ -2,7 +2,8 @@
 
 A signal leaves a γ (the output of its norm) and is followed forward in sequence-number order, which makes
 each node's state final when it is read. It stops where it enters another normalization; the first
-addition that mixes in an independent signal decides ``branch`` or ``stream``; reaching the output
+addition that mixes in an independent signal decides ``branch`` or ``stream`` (a fusion of two independent
+inputs, whose operands share no computed ancestor, is ``stream``); reaching the output
 without one is ``head``; every path renormalized is ``invariant``.
 """
 
@@ -20,7 +21,7 @@ from .norms import NATIVE_NORM_RE as _NATIVE_NORM_RE
 
 # Autograd node names (without the ``Backward<N>`` suffix) of ops that are positively homogeneous
 # in the γ-carrying operand: f(a·x) = a·f(x) for a > 0, other operands held fixed. Linear layers with
-# a bias are affine, not homogeneous; DESIGN.md counts them as homogeneous (the bias is a parameter,
+# a bias are affine, not homogeneous; docs/design.md counts them as homogeneous (the bias is a parameter,
 # not a signal), and so do we. Anything not listed is treated as non-homogeneous in ``exact`` mode.
 _HOMOGENEOUS_OPS = frozenset(
     """Add Sub Mul Div Neg Addmm Mm Bmm Mv Matmul Linear Baddbmm Addbmm Addmv Convolution
@@ -409,7 +410,11 @@ class _Analysis:
             return _Mixing(seq, "stream", f"meets residual add in `{where}` on the stream side; the other operand is a branch grown from this signal")
         split = g.split_point(mine, other)
         if split is None:
-            return _Mixing(seq, "branch", f"meets add in `{where}`; the other operand shares no computed ancestor with it")
+            # docs/design.md "Fusion additions": two inputs or modalities summed. No residual stream runs through it, so
+            # there is no branch to shrink toward the identity; shrinking γ re-weights one input against the other.
+            return _Mixing(seq, "stream", f"meets add in `{where}`, a fusion of independent inputs: the other operand "
+                                          "shares no computed ancestor with it, so there is no residual branch to "
+                                          "shrink; its scale weighs one input against the other")
         d_mine, d_other = g.depth(split, mine), g.depth(split, other)
         if (d_mine or 0) >= (d_other or 0):
             return _Mixing(seq, "branch", f"meets residual add in `{where}` on the branch side; the other operand is the shallower path ({d_other} vs {d_mine} matrix ops since they split)")

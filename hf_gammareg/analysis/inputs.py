@@ -13,6 +13,8 @@ nothing, so sizes follow the config rather than being kept small.
 from __future__ import annotations
 
 import inspect
+import re
+from collections.abc import Mapping
 from typing import Iterator
 
 import torch
@@ -148,6 +150,9 @@ class _Builder:
         channels = _find(self.config, "audio_channels", "channels")
         if channels:
             out.append(self.zeros(_BATCH, channels, 16_000))
+        # Codecs whose encoder and decoder lengths must meet: a length every usual hop divides (1920 = Mimi's,
+        # 320, 480, 512, 640, 960; 15,360 = 2¹⁰·3·5).
+        out.append(self.zeros(_BATCH, 1, 15_360))
         return out
 
     def series(self):
@@ -216,7 +221,7 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
     """Dummy batches for ``model``'s forward, most likely first; the analysis runs the first that works.
 
     Raises ``GammaAnalysisError`` when not even one batch can be built (an input whose meaning cannot be
-    told from its name and the config), naming ``inputs=`` and the CLI's ``--inputs``.
+    told from its name and the config), naming ``inputs=`` and ``gamma_report=``.
     """
     config = getattr(model, "config", None)
     if config is None:
@@ -261,6 +266,116 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
         if extra:
             yield {**batch, **extra, **use_cache}
         yield {**batch, **use_cache}
+    base = {n: v[0] for n, v in options.items()}
+    for late in _late_inputs(model, b, params, options):
+        yield {**base, **late, **use_cache}
+
+
+def _late_inputs(model: nn.Module, b: _Builder, params: dict, options: dict) -> list[dict]:
+    """Batches with inputs a forward declares optional yet cannot run without, or without which a tower is
+    never reached: boxes for layout models (``bbox``), LXMERT's region features and positions, X-MOD's language
+    ids, a VLM's ``image_sizes`` / patch grid / one-image-per-sample layout, the text of a pixel-first VLM.
+
+    Tried after every batch above, so that a model that runs without them reads the same batch as before."""
+    config = model.config
+    extra: dict[str, torch.Tensor] = {}
+    if "bbox" in params and "bbox" not in options:
+        extra["bbox"] = torch.zeros(_BATCH, _SEQ, 4, dtype=torch.long, device=b.device)
+    if "visual_feats" in params:
+        regions = 10
+        extra["visual_feats"] = b.zeros(_BATCH, regions, _find(config, "visual_feat_dim", default=2048))
+        if "visual_pos" in params:
+            extra["visual_pos"] = b.zeros(_BATCH, regions, _find(config, "visual_pos_dim", default=4))
+    if "lang_ids" in params:
+        extra["lang_ids"] = torch.zeros(_BATCH, dtype=torch.long, device=b.device)
+    if "input_ids" in params and "input_ids" not in options and "pixel_values" in options:
+        extra["input_ids"] = b.ids(_BATCH, _SEQ)
+    batches = [extra] if extra else []
+    if "pixel_values" in params:
+        image = {"pixel_values": b.image()[0]}
+        if "input_ids" in params and "input_ids" not in options:
+            image["input_ids"] = b.ids(_BATCH, _SEQ)
+        if "image_sizes" in params:  # LLaVA-NeXT, Mistral 3: each image's (height, width)
+            h, w = _image_hw(config)
+            batches.append({**extra, **image, "image_sizes": torch.tensor([[h, w]] * _BATCH, device=b.device)})
+        if "image_grid_thw" in params:  # Qwen2-VL style: flattened patches and their grid
+            grid = b.patches_and_grid("pixel_values", "image_grid_thw")
+            batches += [{**extra, **image, "pixel_values": t, "image_grid_thw": grid["image_grid_thw"][0]}
+                        for t in grid["pixel_values"]]
+        # Idefics 2/3, SmolVLM: (batch, images per sample, channels, height, width)
+        batches.append({**extra, **image, "pixel_values": image["pixel_values"].unsqueeze(1)})
+    return batches
+
+
+def input_shapes(inputs) -> dict[str, list[int]]:
+    """``{name: shape}`` of the tensors in one batch (a dict, a tuple of positional inputs, or one tensor)."""
+    if isinstance(inputs, torch.Tensor):
+        return {"input": list(inputs.shape)}
+    items = inputs.items() if isinstance(inputs, Mapping) else enumerate(inputs) if isinstance(inputs, (list, tuple)) else ()
+    return {str(k): list(v.shape) for k, v in items if isinstance(v, torch.Tensor)}
+
+
+# transformers' multimodal models check that the text holds one placeholder token per feature the tower emits:
+# "Image features and image tokens do not match, tokens: 0, features: 576" (LLaVA and the models copied from it).
+_PLACEHOLDER_MISMATCH = re.compile(r"(image|video|audio) features and \w+ tokens do not match.*?features:? (\d+)",
+                                   re.IGNORECASE | re.DOTALL)
+
+
+def with_placeholders(model: nn.Module, batch, exc: BaseException) -> list[dict]:
+    """``batch`` with as many placeholder tokens in ``input_ids`` as the model said its tower emits (or ``[]``).
+
+    The count comes from the model's own refusal (the tower ran, so its output length is known); the token id from
+    the config's ``image_token_id`` / ``video_token_id`` / ``audio_token_id`` (or ``*_token_index``). Some models
+    report the features' element count rather than their number (a flattened ``(features, width)`` tensor), so
+    that count divided by the text width is offered first when it divides.
+    """
+    match = _PLACEHOLDER_MISMATCH.search(str(exc))
+    ids = batch.get("input_ids") if isinstance(batch, Mapping) else None
+    if match is None or not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+        return []
+    kind, total = match.group(1).lower(), int(match.group(2))
+    config = getattr(model, "config", None)
+    token = _find(config, f"{kind}_token_id", f"{kind}_token_index") if config is not None else None
+    if token is None or total == 0:
+        return []
+    try:
+        width = model.get_input_embeddings().weight.shape[-1]
+    except (AttributeError, NotImplementedError, TypeError):
+        width = None
+    counts = ([total // width] if width and total % width == 0 and total > width else []) + [total]
+    rows, out = ids.shape[0], []
+    for count in counts:
+        if count % rows:
+            continue
+        per_row = count // rows
+        new_ids = torch.ones(rows, per_row + ids.shape[1], dtype=ids.dtype, device=ids.device)
+        new_ids[:, 1:1 + per_row] = token
+        fixed = dict(batch, input_ids=new_ids)
+        for name in ("attention_mask", "token_type_ids"):
+            if isinstance(batch.get(name), torch.Tensor) and batch[name].shape == ids.shape:
+                fixed[name] = torch.ones_like(new_ids) if name == "attention_mask" else torch.zeros_like(new_ids)
+        if "mm_token_type_ids" in _params(model.forward):  # multimodal RoPE: 0 text, 1 image, 2 video, per token
+            fixed["mm_token_type_ids"] = (new_ids == token).long() * (2 if kind == "video" else 1)
+        out.append(fixed)
+    return out
+
+
+def single_example(batch) -> dict | None:
+    """``batch`` with every tensor of batch size ``_BATCH`` cut to its first example; ``None`` if none is."""
+    if not isinstance(batch, Mapping):
+        return None
+    cut = {k: v[:1] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == _BATCH else v for k, v in batch.items()}
+    return cut if any(cut[k] is not batch[k] for k in batch) else None
+
+
+def describe_inputs(inputs) -> str:
+    """The batch as a person reads it: ``input_ids [2, 8], pixel_values [2, 3, 224, 224]``."""
+    shapes = input_shapes(inputs)
+    if isinstance(inputs, Mapping):
+        flags = [f"{k}={v!r}" for k, v in inputs.items() if not isinstance(v, torch.Tensor) and isinstance(v, (bool, int, str))]
+    else:
+        flags = []
+    return ", ".join([f"{k} {v}" for k, v in shapes.items()] + flags) or "no tensors"
 
 
 def dummy_inputs(model: nn.Module, device: torch.device | str = "cpu") -> dict[str, torch.Tensor] | tuple:

@@ -42,25 +42,25 @@ def _output_tensor(output) -> tuple[str, torch.Tensor]:
     )
 
 
-def _first_tensor(obj, path: str, depth: int = 3):
+def _first_tensor(obj, path: str, depth: int = 3, wanted=lambda t: True):
     if isinstance(obj, torch.Tensor):
-        return path or "output", obj
+        return (path or "output", obj) if wanted(obj) else None
     if depth == 0:
         return None
     if isinstance(obj, Mapping):
         for key, value in obj.items():
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor) and wanted(value):
                 return (f"{path}.{key}" if path else str(key)), value
         items = [(f"{path}.{k}" if path else str(k), v) for k, v in obj.items()]
     elif isinstance(obj, (list, tuple)):
         for k, value in enumerate(obj):
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor) and wanted(value):
                 return f"{path}[{k}]", value
         items = [(f"{path}[{k}]", v) for k, v in enumerate(obj)]
     else:
         return None
     for sub_path, value in items:
-        found = _first_tensor(value, sub_path, depth - 1)
+        found = _first_tensor(value, sub_path, depth - 1, wanted)
         if found is not None:
             return found
     return None
@@ -507,6 +507,13 @@ def _run(model: nn.Module, inputs, device) -> tuple[Any, _Recorder, str, set[int
                 mode.track(tensor, value)
         output = _call(model, inputs)
     sink_name, out = _output_tensor(output)
+    if out.grad_fn is None:
+        # The first output is not differentiable (a codec's integer `audio_codes`): the dataflow is read from
+        # the first output that carries a gradient (its decoded `audio_values`).
+        found = _first_tensor(output, "output" if not isinstance(output, Mapping) else "",
+                              wanted=lambda t: t.grad_fn is not None)
+        if found is not None:
+            sink_name, out = found
     if out.grad_fn is None:
         raise GammaAnalysisError(
             f"the model output `{sink_name}` does not depend on any parameter (no autograd graph); "

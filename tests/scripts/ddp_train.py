@@ -9,7 +9,9 @@ goes through MPI, so the test uses ``--multi_gpu``, which launches through torch
 Every rank trains a tiny GPT-2 for 3 steps with `GammaRegTrainer` and writes ``OUT_DIR/rank<r>.json``:
 its decayed γ names, its optimizer's param-group layout ``[(weight_decay, [names])]``, the plan
 mapped onto the DDP-wrapped model (``module.`` names), and a checksum of the trained weights.
-Rank 0 alone writes the checkpoint (``OUT_DIR/run/checkpoint-3``).
+Rank 0 alone writes the checkpoint (``OUT_DIR/run/checkpoint-3``). Then every rank trains `Conditioned`
+(``forward(features, condition, labels)``: no dummy batch fits it) with gradient accumulation 2, its roles read
+from the first training batch, and records those roles, where they came from, and a checksum.
 """
 
 import json
@@ -20,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # tests/models.py
-from models import tiny_gpt2  # noqa: E402
+from models import Conditioned, tiny_gpt2  # noqa: E402
 
 from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments  # noqa: E402
 from hf_gammareg.trainer import gamma_decay_plan  # noqa: E402
@@ -36,6 +38,19 @@ class Sentences(Dataset):
 
     def __getitem__(self, i):
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+class Conditions(Dataset):
+    def __init__(self, n=24):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.c = torch.randn(n, 6, generator=g), torch.randn(n, 3, generator=g)
+        self.y = torch.randint(0, 2, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"features": self.x[i], "condition": self.c[i], "labels": self.y[i]}
 
 
 def main(out_dir: str) -> int:
@@ -62,6 +77,22 @@ def main(out_dir: str) -> int:
         "wrapped_decayed": sorted(wrapped_plan.decayed), "roles": trainer.gamma_report.roles,
         "checksum": checksum,
     }
+    torch.manual_seed(0)
+    model = Conditioned()
+    args = GammaRegTrainingArguments(
+        output_dir=os.path.join(out_dir, "cond"), report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
+        max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=2, learning_rate=1e-2,
+        weight_decay=0.05, save_strategy="no", logging_strategy="no",
+    )
+    trainer = GammaRegTrainer(model=model, args=args, train_dataset=Conditions())
+    trainer.train()
+    names = {id(p): n for n, p in model.named_parameters()}
+    record.update(
+        cond_roles=trainer.gamma_report.roles, cond_source=trainer.gamma_report.inputs_source,
+        cond_groups=[[g["weight_decay"], sorted(names[id(p)] for p in g["params"])]
+                     for g in trainer.optimizer.param_groups],
+        cond_checksum=sum(p.detach().double().sum().item() for p in model.parameters()),
+    )
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)
     return 0

@@ -1,6 +1,6 @@
 """Draw docs/gamma_norms_exact_vs_approximate.png: γ norms of a tiny BERT on SST-2, `exact` vs `approximate`.
 
-    python docs/make_gamma_norms_exact_vs_approximate.py [--data_dir ../shared/data/glue-sst2] [--work runs/docs]
+    python recipes/reports/gamma_norms_exact_vs_approximate.py [--data_dir ../shared/data/glue-sst2] [--work runs/docs]
 
 Two real runs of ``recipes/sst2_bert.py`` that differ only in ``--gamma_invariance``. BERT is post-LN: under
 `exact` its LayerNorm γ are `stream` (and the last one `head`), so `guidelines` decays none of them; under
@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_tiny_bert(train_tsv: str, out_dir: str, n_sentences: int = 960) -> None:

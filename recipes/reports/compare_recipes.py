@@ -1,7 +1,7 @@
 """Compare one metric between two sweep CSVs whose runs are not paired by seed (two recipes draw their random
 streams differently), and write the comparison as Markdown.
 
-    python results/compare_recipes.py results/sst2_recipe_cpu.csv results/sst2_recipe_no_trainer_cpu.csv \
+    python recipes/reports/compare_recipes.py results/sst2_recipe_cpu.csv results/sst2_recipe_no_trainer_cpu.csv \
         --metric eval_accuracy --out results/sst2_no_trainer_cpu.md \
         --title "SST-2 CPU config: Trainer recipe vs no_trainer recipe (seeds 0-2 each)"
 
@@ -16,7 +16,7 @@ import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 from hf_gammareg.sweeps import read_sweep_csv, t95
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     diff, ci, df = welch(a, b)
     lines = [f"# {args.title}", "",
-             (f"- made by: `python results/compare_recipes.py {args.csv_a} {args.csv_b} --metric {args.metric} "
+             (f"- made by: `python recipes/reports/compare_recipes.py {args.csv_a} {args.csv_b} --metric {args.metric} "
               f"--out {args.out} --title ...{' --note ...' if args.note else ''}`")]
     for name, header in ((args.csv_a, header_a), (args.csv_b, header_b)):
         lines.append(f"- `{name}`:")

@@ -1,7 +1,7 @@
 """Render the GPU tables (results/sst2_gpu.md, results/iwslt14_gpu_budget.md) from the recorded runs.
 
-    python results/gpu/make_tables.py
-    python results/gpu/make_tables.py --histories runs/gpu   # also unpack each run's gamma_history.jsonl
+    python recipes/reports/gpu_tables.py
+    python recipes/reports/gpu_tables.py --histories runs/gpu   # also unpack each run's gamma_history.jsonl
     hf-gammareg plot runs/gpu/session1/mt-hf-default runs/gpu/session1/mt-guidelines --out docs/gamma_norms_iwslt14_gpu.png
 
 Reads session*_results.json (each run's own results.json, as the recipes wrote them on the GPU
@@ -17,8 +17,9 @@ import json
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "recipes"))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.join(ROOT, "results", "gpu")  # the device sessions' records
+sys.path.insert(0, os.path.join(ROOT, "recipes"))
 
 from sweep import append_row, parse_entry, record_row, render  # noqa: E402
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(HERE, "sessions.json"), encoding="utf-8") as f:
         facts = json.load(f)
     common = [f"hardware: {facts['device']}", f"packages: {facts['software']}",
-              "device script: results/gpu/gpu_run.sh (six runs side by side on the one GPU), called as "
+              "device script: recipes/reports/gpu_run.sh (six runs side by side on the one GPU), called as "
               + " and ".join(f"`{s['command']}` (wall {s['wall_s_all_six_runs_in_parallel']} s)" for s in facts["sessions"]),
               f"model and data: {facts['carried']}",
               "recipe code: the recipes as they stood at the time (before they were first committed); the classifier "

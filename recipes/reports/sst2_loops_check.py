@@ -2,7 +2,7 @@
 first 320 sentences in order (SequentialSampler / shuffle=False), dropout off, 20 steps; prints the largest
 parameter difference (0.0 on 2026-11-29: bit-identical).
 
-    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python results/sst2_loops_check.py
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python recipes/reports/sst2_loops_check.py
 """
 import os
 import sys
