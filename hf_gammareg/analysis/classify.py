@@ -14,10 +14,10 @@ from torch import nn
 from ..policy import hf_default_decay_names
 from ..report import GammaReport
 from ..roles import INVARIANCE_MODES, GammaAnalysisError
-from .graph import _Analysis, _Graph, own_ops
+from .graph import Graph, Propagation, own_ops
 from .inputs import candidate_inputs, describe_inputs, input_shapes, single_example, with_placeholders
 from .norms import is_candidate, is_norm_module, is_torch_norm, norm_gamma, normalizes
-from .trace import _meta_copy, _model_device, _run, _TemporaryAnalysisState
+from .trace import TemporaryAnalysisState, Trace, meta_copy, model_device, record_forward
 
 logger = logging.getLogger(__name__)
 
@@ -117,28 +117,28 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
         errors.append(f"on {where}: {type(exc).__name__}: {_first_line(exc)}")
         failures.append((batch, exc))
 
-    on_meta = _model_device(model).type == "meta"
+    on_meta = model_device(model).type == "meta"
     if not on_meta:
-        run_model = _meta_copy(model)
+        run_model = meta_copy(model)
         run_model.eval()
         device = torch.device("meta")
         for batch in _attempts(model, inputs, device, failures):
             try:
-                sink, rec, sink_name, _ = _run(run_model, batch, device)
+                trace = record_forward(run_model, batch, device)
             except GammaAnalysisError:
                 raise
             except Exception as exc:  # this batch (or meta itself) does not work: try the next
                 note(batch, "meta", exc)
                 continue
             report.inputs_shapes = input_shapes(batch)
-            return _finish(report, model, run_model, sink, rec, sink_name, invariance, device)
-    device = _model_device(model)
+            return _finish(report, model, run_model, trace, invariance, device)
+    device = model_device(model)
     try:
-        with _TemporaryAnalysisState(model, restore_buffers=not on_meta):
+        with TemporaryAnalysisState(model, restore_buffers=not on_meta):
             failure = None
             for batch in _attempts(model, inputs, device, failures):
                 try:
-                    sink, rec, sink_name, _ = _run(model, batch, device)
+                    trace = record_forward(model, batch, device)
                 except GammaAnalysisError:
                     raise
                 except Exception as exc:
@@ -146,7 +146,7 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
                     failure = exc
                     continue
                 report.inputs_shapes = input_shapes(batch)
-                return _finish(report, model, model, sink, rec, sink_name, invariance, device)
+                return _finish(report, model, model, trace, invariance, device)
             raise failure if failure is not None else RuntimeError("no input batch to try")
     except GammaAnalysisError:
         raise
@@ -188,35 +188,42 @@ def _warn_unused(model: nn.Module, report: GammaReport, unreached: list[str]) ->
         stacklevel=4)
 
 
-def _finish(report: GammaReport, model, run_model, sink, rec, sink_name, invariance, device) -> GammaReport:
+def _finish(report: GammaReport, model, run_model, trace: Trace, invariance, device) -> GammaReport:
+    """Read every γ's role from the recorded forward: find the γ and where their signals start, then propagate."""
     names = {id(p): n for n, p in run_model.named_parameters()}
-    graph = _Graph(sink, set(names), rec.data_seeds, getattr(rec, "float_input_ids", set()))
-    used = {names.get(id(v)) for v in graph.leaf_var.values()}
+    graph = Graph(trace.sink, set(names), trace.data_seeds, trace.float_input_ids)
     modules = dict(run_model.named_modules())
+    normalizing = _normalizing_modules(graph, trace, modules)
+    sources, outside, never_called = _gamma_sources(report, graph, trace, modules, names, normalizing)
+    _add_layer_scales(report, graph, modules, names, normalizing, run_model, sources)
+    _assign_roles(report, graph, trace, modules, names, normalizing, sources, outside, run_model, invariance)
+    return _complete(report, model, device, never_called)
 
-    # Which candidate modules normalize, judged by what each call computed itself.
-    ops = own_ops(graph, rec.calls)
-    normalizing: set[str] = set()
-    for k, (module_name, _s, _e, candidate, _node, _grad) in enumerate(rec.calls):
-        if candidate and (is_torch_norm(modules[module_name]) or normalizes(ops[k])):
-            normalizing.add(module_name)
-    # Renormalization stops: the norms found, plus parameter-free leaves named like norms (they have no γ
-    # but still renormalize what enters them).
-    calls = [(n, s, e, n in normalizing or (c and norm_gamma(modules[n]) is None and is_norm_module(modules[n])), node, g)
-             for n, s, e, c, node, g in rec.calls]
 
+def _normalizing_modules(graph: Graph, trace: Trace, modules: dict) -> set[str]:
+    """The candidate modules that normalize, judged by what each call computed itself."""
+    ops = own_ops(graph, trace.calls)
+    return {call.name for call, own in zip(trace.calls, ops)
+            if call.candidate and (is_torch_norm(modules[call.name]) or normalizes(own))}
+
+
+def _gamma_sources(report: GammaReport, graph: Graph, trace: Trace, modules: dict, names: dict,
+                   normalizing: set[str]) -> tuple[dict[str, list], set[str], set[str]]:
+    """``(sources, outside, never_called)``: each γ's output nodes (where its signal starts), the γ used only with
+    autograd off, and the γ of norms never called. Fills ``report.norm_types`` for every γ found."""
     sources: dict[str, list] = defaultdict(list)
     outside: set[str] = set()
-    for module_name, _s, _e, _c, node, grad in rec.calls:
-        module = modules[module_name]
+    for call in trace.calls:
+        module = modules[call.name]
         gamma = norm_gamma(module)
         if gamma is None or id(gamma) not in names:
             continue
         name = names[id(gamma)]
-        if module_name in normalizing and node is not None and node in graph.inputs and node not in graph.leaf_var:
+        node = call.node
+        if call.name in normalizing and node is not None and node in graph.inputs and node not in graph.leaf_var:
             sources[name].append(node)
             report.norm_types.setdefault(name, type(module).__name__)
-        elif (not grad or node is None) and (is_torch_norm(module) or is_norm_module(module)):
+        elif (not call.grad_enabled or node is None) and (is_torch_norm(module) or is_norm_module(module)):
             outside.add(name)
             report.norm_types.setdefault(name, type(module).__name__)
         elif (node is None or node not in graph.inputs) and (is_torch_norm(module) or is_norm_module(module)):
@@ -224,15 +231,19 @@ def _finish(report: GammaReport, model, run_model, sink, rec, sink_name, invaria
             # takes no part in the loss, listed as unused rather than left out of the report.
             report.norm_types.setdefault(name, type(module).__name__)
     # Norms that were never called: still γ (decayed as hf-default decides), reported as unused.
-    called = {c[0] for c in rec.calls}
+    called = {c.name for c in trace.calls}
     never_called: set[str] = set()
     for module_name, module in modules.items():
         gamma = norm_gamma(module)
         if gamma is not None and id(gamma) in names and is_norm_module(module) and module_name not in called:
             report.norm_types.setdefault(names[id(gamma)], type(module).__name__)
             never_called.add(names[id(gamma)])
+    return sources, outside, never_called
 
-    # Layer scales: per-channel scales at the end of residual branches, γ-like by the same rules.
+
+def _add_layer_scales(report: GammaReport, graph: Graph, modules: dict, names: dict, normalizing: set[str],
+                      run_model, sources: dict[str, list]) -> None:
+    """Layer scales: per-channel scales at the end of residual branches, γ-like by the same rules."""
     norm_params = {id(norm_gamma(modules[n])) for n in normalizing if norm_gamma(modules[n]) is not None}
     candidates = {i: n for i, n in names.items() if i not in norm_params and n not in report.norm_types}
     for name, node in graph.layer_scales(candidates).items():
@@ -240,18 +251,30 @@ def _finish(report: GammaReport, model, run_model, sink, rec, sink_name, invaria
         report.norm_types[name] = f"layer scale ({type(owner).__name__})"
         sources[name].append(node)
 
+
+def _assign_roles(report: GammaReport, graph: Graph, trace: Trace, modules: dict, names: dict, normalizing: set[str],
+                  sources: dict[str, list], outside: set[str], run_model, invariance: str) -> None:
+    """Propagate each γ's signal and record its role; a γ without a start node is untracked or unused."""
+    # Renormalization stops: the norms found, plus parameter-free leaves named like norms (they have no γ
+    # but still renormalize what enters them).
+    stops = [(c, c.name in normalizing or (c.candidate and norm_gamma(modules[c.name]) is None
+                                           and is_norm_module(modules[c.name]))) for c in trace.calls]
+    used = {names.get(id(v)) for v in graph.leaf_var.values()}
     order = [n for n, _ in run_model.named_parameters()]
     report.norm_types = {n: report.norm_types[n] for n in order if n in report.norm_types}
-    analysis = _Analysis(graph, calls, invariance, sink_name)
+    propagation = Propagation(graph, stops, invariance, trace.sink_name)
     for name in report.norm_types:
         if sources.get(name) and name in used:
-            report.roles[name], report.reasons[name] = analysis.classify(sources[name])
+            report.roles[name], report.reasons[name] = propagation.classify(sources[name])
         elif name in outside and name not in used:
             report.untracked.append(name)
             report.reasons[name] = _OUTSIDE_AUTOGRAD
         else:
             report.unused.append(name)
 
+
+def _complete(report: GammaReport, model, device, never_called: set[str]) -> GammaReport:
+    """Sizes, the HF rule's γ, the device; the warnings a user must see."""
     params = dict(model.named_parameters())
     report.numel = {n: getattr(params[n], "ds_numel", params[n].numel()) for n in report.norm_types if n in params}
     try:

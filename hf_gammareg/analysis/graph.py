@@ -54,7 +54,7 @@ def _opname(node) -> str:
 
 
 
-class _Graph:
+class Graph:
     def __init__(self, sink, param_ids: set[int], data_seeds: Iterable = (), float_input_ids: set[int] = frozenset()):
         self.sink = sink
         self.inputs: dict[Any, list] = {}  # node -> input nodes (None for constants), in edge order
@@ -251,20 +251,32 @@ class _Graph:
                     frontier.append((c, left - 1))
 
 
-def own_ops(graph: _Graph, calls) -> list[set[str]]:
-    """For each module call, the op names of the autograd nodes it created itself (not its children)."""
-    spans = [(k, c[1], c[2]) for k, c in enumerate(calls) if c[2] > c[1]]
-    out: list[set[str]] = [set() for _ in calls]
+def paint_spans(calls, value, keep=lambda call: True) -> tuple[int, list]:
+    """``(base, table)``: ``table[seq - base]`` is ``value(k, call)`` of the innermost call ``k`` whose span holds
+    sequence number ``seq`` (among the calls ``keep`` accepts), ``None`` where no call does.
+
+    Sequence numbers are dense, so "which module call created node n" becomes a table lookup. Calls nest, so
+    painting outer calls first and inner ones over them leaves the innermost call at every number. Equal spans (a
+    Sequential around one block): the inner call returned first, so it comes earlier in ``calls`` and is painted
+    last.
+    """
+    spans = [(k, c) for k, c in enumerate(calls) if c.end > c.start and keep(c)]
     if not spans:
-        return out
-    base = min(s for _, s, _ in spans)
-    owner = [-1] * (max(e for _, _, e in spans) - base)
-    # Outer calls first, inner ones painted over them (equal spans: the inner call returned first).
-    for k, s, e in sorted(spans, key=lambda t: (t[1] - t[2], -t[0])):
-        owner[s - base:e - base] = [k] * (e - s)
+        return 0, []
+    base = min(c.start for _, c in spans)
+    table: list = [None] * (max(c.end for _, c in spans) - base)
+    for k, c in sorted(spans, key=lambda kc: (kc[1].start - kc[1].end, -kc[0])):
+        table[c.start - base:c.end - base] = [value(k, c)] * (c.end - c.start)
+    return base, table
+
+
+def own_ops(graph: Graph, calls) -> list[set[str]]:
+    """For each module call, the op names of the autograd nodes it created itself (not its children)."""
+    out: list[set[str]] = [set() for _ in calls]
+    base, owner = paint_spans(calls, lambda k, _c: k)
     for node, seq in graph.seq.items():
         i = seq - base
-        if 0 <= i < len(owner) and owner[i] >= 0:
+        if 0 <= i < len(owner) and owner[i] is not None:
             out[owner[i]].add(_opname(node))
     return out
 
@@ -276,29 +288,23 @@ class _Mixing:
     reason: str
 
 
-class _Analysis:
-    def __init__(self, graph: _Graph, calls, invariance: str, sink_name: str):
+class Propagation:
+    """The per-γ propagation over one `Graph`: follows a γ's signal forward and reads its role."""
+
+    def __init__(self, graph: Graph, calls, invariance: str, sink_name: str):
         self.g = graph
         self.exact = invariance == "exact"
         self.sink_name = sink_name
-        # Sequence numbers are dense, so "which module call created node n" is a table lookup.
-        # Calls nest, so painting outer calls first and inner ones over them leaves, at every
-        # number, the innermost call: `owners` for reasons, `norms` for the renormalization test.
-        # Equal spans (a Sequential around one block): the inner call returned first, so it comes
-        # earlier in `calls` and must be painted last.
-        order = sorted(range(len(calls)), key=lambda k: (calls[k][1] - calls[k][2], -k))
-        spans = [(calls[k][1], calls[k][2], calls[k][0], calls[k][3]) for k in order if calls[k][2] > calls[k][1]]
-        self.base = min((s for s, _, _, _ in spans), default=0)
-        size = max((e for _, e, _, _ in spans), default=0) - self.base
-        self.owners: list[str | None] = [None] * size
-        self.norms: list[str | None] = [None] * size
-        for s, e, name, is_norm in spans:
-            self.owners[s - self.base:e - self.base] = [name] * (e - s)
-            if is_norm:
-                self.norms[s - self.base:e - self.base] = [name] * (e - s)
+        # `calls`: (ModuleCall, renormalizes) pairs. `owners`: the innermost call at each sequence number, for
+        # reasons; `norms`: the innermost normalizing call, for the renormalization test.
+        self.owners = paint_spans([c for c, _ in calls], lambda _k, c: c.name)
+        norm_names = {c.name for c, is_norm in calls if is_norm}
+        self.norms = paint_spans([c for c, _ in calls], lambda _k, c: c.name, keep=lambda c: c.name in norm_names)
 
-    def _lookup(self, table, seq: int):
-        k = seq - self.base
+    @staticmethod
+    def _lookup(painted, seq: int):
+        base, table = painted
+        k = seq - base
         return table[k] if 0 <= k < len(table) else None
 
     def owner(self, seq: int) -> str:

@@ -3,6 +3,8 @@ with its span of autograd sequence numbers, and a dispatch mode that makes meta 
 
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import copy
 import math
@@ -66,7 +68,7 @@ def _first_tensor(obj, path: str, depth: int = 3, wanted=lambda t: True):
     return None
 
 
-def _meta_copy(model: nn.Module) -> nn.Module:
+def meta_copy(model: nn.Module) -> nn.Module:
     """A structural copy of ``model`` whose parameters and buffers live on ``meta`` (no data copied).
 
     The deepcopy memo is pre-filled with meta stand-ins, so tied parameters stay tied and names stay
@@ -83,13 +85,36 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+@dataclasses.dataclass(frozen=True)
+class ModuleCall:
+    """One module call of the recorded forward: the autograd sequence numbers its nodes took, ``[start, end)``."""
+
+    name: str  # the module's name in the model
+    start: int
+    end: int
+    candidate: bool  # a module that may be a norm (it owns a per-channel scale)
+    node: Any  # a candidate's output node (its ``grad_fn``), else None
+    grad_enabled: bool  # autograd was on during the call
+
+
+@dataclasses.dataclass
+class Trace:
+    """What one recorded forward leaves: the graph's sink and the records needed to read it."""
+
+    sink: Any  # the ``grad_fn`` of the output the dataflow is read from
+    sink_name: str  # that output's name (``logits``, ``loss``, ``audio_values``…)
+    calls: list[ModuleCall]
+    data_seeds: list  # embedding lookups of the integer input data: where it enters the graph
+    float_input_ids: set[int]  # ids of the floating-point input tensors (data, not parameters)
+    output: Any  # the model's own output
+
+
 class _Recorder:
     """Hooks every module of a model and records, per call, the span of autograd sequence numbers."""
 
     def __init__(self, model: nn.Module, data_storages: set[int] = frozenset()):
         self.model = model
-        # name, start, end, is a norm candidate, output node (candidates), grad enabled at the call
-        self.calls: list[tuple[str, int, int, bool, Any, bool]] = []
+        self.calls: list[ModuleCall] = []
         # Embedding lookups of the input ids: where integer input data enters the graph.
         self.data_seeds: list = []
         self._data_storages = data_storages
@@ -124,7 +149,7 @@ class _Recorder:
                 node = tensor.grad_fn if isinstance(tensor, torch.Tensor) else None
             elif key in embeddings:
                 self._embedding_hook(mod, args, output)
-            self.calls.append((names[key], start, seq(), key in norms, node, grad))
+            self.calls.append(ModuleCall(names[key], start, seq(), key in norms, node, grad))
 
         self._handles.append(module_lib.register_module_forward_pre_hook(pre))
         self._handles.append(module_lib.register_module_forward_hook(post))
@@ -142,7 +167,7 @@ class _Recorder:
 
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     for b in model.buffers():
@@ -150,7 +175,7 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-class _TemporaryAnalysisState:
+class TemporaryAnalysisState:
     """Puts a model in eval mode with every parameter requiring grad, and undoes it all on exit.
 
     Also restores buffers (BatchNorm running statistics and the like) and the global RNG state, so
@@ -488,8 +513,8 @@ def _meta_friendly(model: nn.Module):
             config._experts_implementation_internal = value
 
 
-def _run(model: nn.Module, inputs, device) -> tuple[Any, _Recorder, str, set[int]]:
-    """Run one recorded forward. Returns (graph sink node, recorder, sink name, ids of float inputs)."""
+def record_forward(model: nn.Module, inputs, device) -> Trace:
+    """Run one forward of ``model`` on ``inputs`` (on ``device``) with every module call recorded."""
     meta = torch.device(device).type == "meta"
     storages: set[int] = set()
     float_ids: set[int] = set()
@@ -519,6 +544,6 @@ def _run(model: nn.Module, inputs, device) -> tuple[Any, _Recorder, str, set[int
             f"the model output `{sink_name}` does not depend on any parameter (no autograd graph); "
             "is the forward wrapped in torch.no_grad or are all parameters detached?"
         )
-    rec.float_input_ids = float_ids
-    return out.grad_fn, rec, sink_name, output
+    return Trace(sink=out.grad_fn, sink_name=sink_name, calls=rec.calls, data_seeds=rec.data_seeds,
+                 float_input_ids=float_ids, output=output)
 
