@@ -5,10 +5,10 @@
     python benchmarks/architecture_coverage.py --workers 2 --timeout 60 --json runs/coverage.json
     python benchmarks/architecture_coverage.py --json runs/after.json --compare runs/before.json  # roles that moved
 
-For each ``model_type`` in ``CONFIG_MAPPING``: the default config with every layer count cut to 2 (a model
-on ``meta`` holds no memory, so widths do not matter; depth only costs time), the base model
-(``AutoModel``'s class for that config; for a sub-config without one — a VLM's text or vision part — the
-class of its modeling module built for exactly that config) built on ``meta`` — as ``hf-gammareg inspect`` builds models — and
+For each ``model_type`` in ``CONFIG_MAPPING``: the default config with every layer count cut to 2 (a model on
+``meta`` holds no memory, so widths do not matter; depth only costs time), the base model (``AutoModel``'s
+class for that config; for a sub-config without one — a VLM's text or vision part — the class of its modeling
+module built for exactly that config) built on ``meta`` — as ``hf-gammareg inspect`` builds models — and
 ``classify_gammas`` with no inputs. A model type whose config or model cannot be built at all is "not
 buildable" and is left out of the percentage. Each model runs in a worker process with a timeout; a worker
 that crashes or hangs is replaced and the model counted as such. Prints buildable / classified / errors by
@@ -96,7 +96,8 @@ def _model_class_for(config):
     except ImportError:
         return None
     found = [obj for obj in vars(module).values()
-             if isinstance(obj, type) and issubclass(obj, PreTrainedModel) and getattr(obj, "config_class", None) is type(config)
+             if isinstance(obj, type) and issubclass(obj, PreTrainedModel)
+             and getattr(obj, "config_class", None) is type(config)
              and "For" not in obj.__name__ and not obj.__name__.endswith("PreTrainedModel")]
     found.sort(key=lambda c: (not c.__name__.endswith("Model"), len(c.__name__)))
     return found[0] if found else None
@@ -114,7 +115,8 @@ def work(model_type: str) -> dict:
             warnings.simplefilter("ignore")
             model = build(model_type)
     except Exception as exc:  # noqa: BLE001 - every failure to build is data
-        out.update(status="not_buildable", error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        out.update(status="not_buildable",
+                   error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
         return out
     out["model_class"] = type(model).__name__
     out["build_s"] = round(time.perf_counter() - start, 3)
@@ -136,7 +138,8 @@ def work(model_type: str) -> dict:
         out.update(status="classified", device=report.device, n_gammas=len(report.gammas),
                    roles=dict(Counter(report.roles.values())), unused=len(report.unused),
                    gamma_roles={n: report.role_of(n) for n in report.gammas},
-                   warnings=[str(w.message)[:300] for w in caught if "γ" in str(w.message) or "gamma" in str(w.message)])
+                   warnings=[str(w.message)[:300] for w in caught
+                             if "γ" in str(w.message) or "gamma" in str(w.message)])
         if not report.gammas:
             out["status"] = "no_gammas"
     except GammaAnalysisError as exc:
@@ -163,7 +166,8 @@ def worker(tasks, results) -> None:
         results.put(("done", model_type, work(model_type)))
 
 
-def run_all(model_types: list[str], n_workers: int, timeout: float, verbose: bool, log_path: str | None = None) -> list[dict]:
+def run_all(model_types: list[str], n_workers: int, timeout: float, verbose: bool,
+            log_path: str | None = None) -> list[dict]:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     pending = list(model_types)

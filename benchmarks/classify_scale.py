@@ -49,7 +49,8 @@ def measure(layers: int, repeats: int) -> dict:
         report = classify_gammas(model)
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"layers": layers, "gammas": len(report.roles), "seconds": min(times), "median_s": sorted(times)[len(times) // 2],
+    return {"layers": layers, "gammas": len(report.roles), "seconds": min(times),
+            "median_s": sorted(times)[len(times) // 2],
             "peak_rss_above_import_mb": peak - rss_after_import,
             "peak_rss_above_model_mb": peak - rss_model_built, "counts": {k: v[0] for k, v in report.counts().items()}}
 
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                              check=True, capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         results[layers] = r
-        print(f"layers={layers:4d}  γ={r['gammas']:4d}  classify min {r['seconds']:.3f} s (median {r['median_s']:.3f} s)  "
+        print(f"layers={layers:4d}  γ={r['gammas']:4d}  "
+              f"classify min {r['seconds']:.3f} s (median {r['median_s']:.3f} s)  "
               f"peak RSS +{r['peak_rss_above_import_mb']:.0f} MB over `import transformers` "
               f"(+{r['peak_rss_above_model_mb']:.0f} MB over the built meta model)  roles {r['counts']}")
     if 80 in results and 160 in results:

@@ -19,7 +19,8 @@ HISTORY_NAME = "gamma_history.jsonl"
 REPORT_NAME = "gamma_report.json"
 
 
-def gamma_norm_stats(model: torch.nn.Module, names_by_role: dict[str, list[str]] | GammaReport) -> dict[str, dict[str, float]]:
+def gamma_norm_stats(model: torch.nn.Module,
+                     names_by_role: dict[str, list[str]] | GammaReport) -> dict[str, dict[str, float]]:
     """``{role: {"norm": mean ‖γ‖₂, "abs_mean": mean |γ|, "count": n}}`` over the γ of each role.
 
     ``names_by_role`` is ``{role: [parameter names in model]}`` or a `GammaReport` of ``model``. A γ that is a
@@ -111,7 +112,8 @@ def read_history(run_dir: str) -> list[dict]:
     """
     path = os.path.join(run_dir, HISTORY_NAME) if os.path.isdir(run_dir) else run_dir
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no {HISTORY_NAME} in {run_dir!r}: train with GammaRegTrainer (gamma_log_norms=True) first")
+        raise FileNotFoundError(f"no {HISTORY_NAME} in {run_dir!r}: "
+                                "train with GammaRegTrainer (gamma_log_norms=True) first")
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 

@@ -196,7 +196,8 @@ def _inspect(args) -> int:
         print(f"hf-gammareg: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - transformers could not build this architecture from its config
-        print(f"hf-gammareg: transformers cannot build {args.model!r}{f' with a {args.task} head' if args.task else ''} "
+        print(f"hf-gammareg: transformers cannot build {args.model!r}"
+              f"{f' with a {args.task} head' if args.task else ''} "
               f"from its config ({type(exc).__name__}: {_first_line(exc)}); try another --task or a local model "
               "directory whose config.json builds", file=sys.stderr)
         return 2

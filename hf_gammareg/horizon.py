@@ -97,7 +97,8 @@ def _unwrap_optimizer(optimizer):
     """The torch optimizer behind accelerate's `AcceleratedOptimizer` (and similar ``.optimizer`` wrappers)."""
     seen = set()
     # AcceleratedOptimizer is itself a torch Optimizer subclass: unwrap on the attribute, not the type.
-    while hasattr(optimizer, "optimizer") and hasattr(optimizer.optimizer, "param_groups") and id(optimizer) not in seen:
+    while (hasattr(optimizer, "optimizer") and hasattr(optimizer.optimizer, "param_groups")
+           and id(optimizer) not in seen):
         seen.add(id(optimizer))
         optimizer = optimizer.optimizer
     return optimizer
@@ -127,10 +128,11 @@ def _check(optimizer, num_steps, lr_scheduler):
             raise TypeError(f"lr_scheduler: expected a torch.optim.lr_scheduler.LRScheduler, got "
                             f"{type(lr_scheduler).__name__}")
         own = scheduler.optimizer
-        if own is not optimizer and _unwrap_optimizer(own) is not inner and getattr(own, "param_groups", None) is not groups:
-            raise ValueError("lr_scheduler: this scheduler drives another optimizer, so its learning rates are not this "
-                             "one's; pass the scheduler made for this optimizer (e.g. trainer.lr_scheduler with "
-                             "trainer.optimizer)")
+        if (own is not optimizer and _unwrap_optimizer(own) is not inner
+                and getattr(own, "param_groups", None) is not groups):
+            raise ValueError("lr_scheduler: this scheduler drives another optimizer, so its learning rates are not "
+                             "this one's; pass the scheduler made for this optimizer (e.g. trainer.lr_scheduler "
+                             "with trainer.optimizer)")
     return inner, groups
 
 
@@ -165,7 +167,10 @@ def _learning_rates(groups: list[dict], num_steps: int, lr_scheduler) -> list[li
 
 
 def _sgd_shrink(lrs: list[float], wd: float, momentum: float, dampening: float, nesterov: bool) -> float:
-    """torch.optim.SGD with a zero loss gradient, exactly: d = λ·p; buf = μ·buf + (1 − δ)·d; p −= lr·(d + μ·buf | buf)."""
+    """torch.optim.SGD with a zero loss gradient, exactly:
+
+    d = λ·p; buf = μ·buf + (1 − δ)·d; p −= lr·(d + μ·buf | buf).
+    """
     p, buf = 1.0, None
     for lr in lrs:
         d = wd * p
@@ -177,7 +182,8 @@ def _sgd_shrink(lrs: list[float], wd: float, momentum: float, dampening: float, 
 
 
 def _simulate(inner, index: int, lrs: list[float]) -> float:
-    """Step a fresh optimizer of ``inner``'s class on one scalar (value 1) with a zero gradient; the scalar at the end."""
+    """Step a fresh optimizer of ``inner``'s class on one scalar (value 1) with a zero gradient;
+    the scalar at the end."""
     group = inner.param_groups[index]
     scalar = torch.ones(1, dtype=torch.float64, requires_grad=True)
     hyper = {k: v for k, v in group.items() if k not in ("params", "initial_lr")}
@@ -205,8 +211,8 @@ def _group_horizon(inner, index: int, group: dict, lrs: list[float], num_steps: 
         damp = float(group.get("dampening", 0.0) or 0.0)
         nesterov = bool(group.get("nesterov", False))
         gain = (1 + mu * (1 - damp) / (1 - mu)) if nesterov else ((1 - damp) / (1 - mu) if mu else 1.0)
-        return GroupHorizon(decay="coupled", integral=wd * gain * sum(lrs), shrink=_sgd_shrink(lrs, wd, mu, damp, nesterov),
-                            **base)
+        return GroupHorizon(decay="coupled", integral=wd * gain * sum(lrs),
+                            shrink=_sgd_shrink(lrs, wd, mu, damp, nesterov), **base)
     decoupled = group.get("decoupled_weight_decay")
     if decoupled is None:
         decoupled = any(name.startswith(n) or name == n for n in _DECOUPLED_NAMES) or name == "Adafactor"

@@ -104,7 +104,8 @@ class GammaDecayPlan:
         return bool(self.optimizer_decayed) and self.coefficient != self.weight_decay
 
     def decay_parameter_names(self) -> list[str]:
-        """Every parameter the optimizer decays, any coefficient (what ``Trainer.get_decay_parameter_names`` returns)."""
+        """Every parameter the optimizer decays, any coefficient
+        (what ``Trainer.get_decay_parameter_names`` returns)."""
         return sorted(self.others_decayed | self.optimizer_decayed)
 
     def weight_decay_of(self, name: str) -> float:
@@ -168,7 +169,8 @@ class GammaDecayPlan:
         params = dict(model.named_parameters())
         in_optimizer: dict[int, float] | None = None
         if optimizer is not None:
-            in_optimizer = {id(p): float(g.get("weight_decay", 0.0)) for g in optimizer.param_groups for p in g["params"]}
+            in_optimizer = {id(p): float(g.get("weight_decay", 0.0))
+                            for g in optimizer.param_groups for p in g["params"]}
         report = self.report
         by_role = report.decay_names(self.config.policy) if report is not None and self.config is not None else None
         rows = []
@@ -278,7 +280,8 @@ class GammaDecayPlan:
             header += (f" — policy {cfg.policy!r}, invariance {cfg.invariance}, include {pats['include']}, "
                        f"exclude {pats['exclude']}; {how}")
         cells = [(r.name, r.role, r.decision_text,
-                  "–" if r.coefficient is None else f"{r.coefficient:g}" + (" (L2)" if r.decision is Decision.PENALIZED else ""),
+                  "–" if r.coefficient is None
+                  else f"{r.coefficient:g}" + (" (L2)" if r.decision is Decision.PENALIZED else ""),
                   r.reason) for r in rows]
         lines = [header, "", *text_table(("parameter", "role", "decayed", "coefficient", "reason"), cells)]
         on = [r for r in rows if r.decision.regularized]
@@ -490,7 +493,8 @@ def param_groups(
     >>> import torch
     >>> from transformers import GPT2Config, GPT2LMHeadModel
     >>> from hf_gammareg import param_groups
-    >>> model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, bos_token_id=0, eos_token_id=0))
+    >>> model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64,
+    ...                                    bos_token_id=0, eos_token_id=0))
     >>> groups = param_groups(model, 0.01)
     >>> [(g["weight_decay"], len(g["params"])) for g in groups]  # 10 matrices + 4 γ; 12 biases + ln_f's 2
     [(0.01, 14), (0.0, 14)]

@@ -31,7 +31,8 @@ try:  # Python >= 3.11
 except ImportError:  # pragma: no cover - Python 3.10
     import sre_parse as _sre_parse
 # Possessive repeats and atomic groups exist from Python 3.11 on.
-_REPEATS = tuple(getattr(_sre_parse, n) for n in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") if hasattr(_sre_parse, n))
+_REPEATS = tuple(getattr(_sre_parse, n) for n in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT")
+                 if hasattr(_sre_parse, n))
 _ATOMIC_GROUP = getattr(_sre_parse, "ATOMIC_GROUP", object())
 
 

@@ -90,7 +90,8 @@ class GammaReport:
     def counts(self) -> dict[str, tuple[int, int]]:
         """``{role: (number of γ, total numel)}`` including ``untracked`` and ``unused``."""
         out: dict[str, tuple[int, int]] = {}
-        rows = list(self.roles.items()) + [(n, "untracked") for n in self.untracked] + [(n, "unused") for n in self.unused]
+        rows = (list(self.roles.items()) + [(n, "untracked") for n in self.untracked]
+                + [(n, "unused") for n in self.unused])
         for name, role in rows:
             count, numel = out.get(role, (0, 0))
             out[role] = (count + 1, numel + self.numel.get(name, 0))

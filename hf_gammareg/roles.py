@@ -1,4 +1,5 @@
-"""The vocabulary of the analysis: the four γ roles and the two invariance modes (docs/design.md § Roles, read from the dataflow).
+"""The vocabulary of the analysis: the four γ roles and the two invariance modes
+(docs/design.md § Roles, read from the dataflow).
 
 * ``branch``: the γ's signal first meets an independent signal at an addition on the branch side
   (the last norm of a residual branch; pre-LN blocks' norms) — regularize (variance control).

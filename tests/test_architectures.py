@@ -110,7 +110,8 @@ def test_reformer_norms_outside_autograd_are_named_in_a_warning():
 
 
 def _moe_roles(prefix: str = "model") -> dict[str, str]:
-    out = {f"{prefix}.layers.{i}.{n}.weight": "branch" for i in (0, 1) for n in ("input_layernorm", "post_attention_layernorm")}
+    out = {f"{prefix}.layers.{i}.{n}.weight": "branch"
+           for i in (0, 1) for n in ("input_layernorm", "post_attention_layernorm")}
     return {**out, f"{prefix}.norm.weight": "head"}
 
 
@@ -138,8 +139,8 @@ def test_whisper_without_inputs():
 
     model = WhisperModel(WhisperConfig(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                                        decoder_attention_heads=2, encoder_ffn_dim=40, decoder_ffn_dim=40, vocab_size=64,
-                                       num_mel_bins=16, max_source_positions=30, max_target_positions=20, pad_token_id=0,
-                                       bos_token_id=1, eos_token_id=2, decoder_start_token_id=1))
+                                       num_mel_bins=16, max_source_positions=30, max_target_positions=20,
+                                       pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1))
     batch = dummy_inputs(model)
     assert tuple(batch["input_features"].shape) == (2, 16, 60)  # (batch, mel bins, 2 × max_source_positions)
     report = classify_gammas(model)
@@ -156,8 +157,9 @@ def test_wav2vec2_without_inputs():
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                         intermediate_size=37, conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3),
-                                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2))
+                                         intermediate_size=37, conv_dim=(16, 16), conv_stride=(5, 2),
+                                         conv_kernel=(10, 3), num_conv_pos_embeddings=16,
+                                         num_conv_pos_embedding_groups=2))
     assert dummy_inputs(model)["input_values"].dim() == 2  # a raw waveform, (batch, samples)
     report = classify_gammas(model)
     assert roles(report) == {
@@ -173,7 +175,8 @@ def test_clip_images_at_the_vision_sub_config_size():
     from transformers import CLIPConfig, CLIPModel
 
     config = CLIPConfig(
-        text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, vocab_size=64),
+        text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                         vocab_size=64),
         vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
                            image_size=48, patch_size=16),
         projection_dim=16)
@@ -222,7 +225,8 @@ def test_sub_config_built_anew_on_every_access_does_not_hang_the_input_builder()
 def test_convnext_layer_scale_parameters_are_branch_gammas():
     from transformers import ConvNextConfig, ConvNextModel
 
-    model = ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, layer_scale_init_value=1e-6))
+    model = ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2,
+                                         layer_scale_init_value=1e-6))
     report = classify_gammas(model)
     s0, s1 = "encoder.stages.0", "encoder.stages.1"
     assert roles(report) == {

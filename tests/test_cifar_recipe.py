@@ -184,7 +184,10 @@ def test_sweep_appends_each_run_and_skips_finished_ones(archive, tmp_path, monke
     results, runs = tmp_path / "results", tmp_path / "runs"
     base = ["--recipe", os.path.join(RECIPES, "cifar_resnet.py"), "--name", "tiny", "--launcher", "in-process",
             "--seeds", "0", "--baseline", "none", "--results_dir", str(results), "--runs_dir", str(runs)]
-    run = lambda *policies: sweep.main(base + ["--policies", *policies, "--", *tiny_argv(archive, tmp_path / "x")[:-2]])
+
+    def run(*policies):
+        return sweep.main(base + ["--policies", *policies, "--", *tiny_argv(archive, tmp_path / "x")[:-2]])
+
     calls = []
     real = sweep.run_one
     monkeypatch.setattr(sweep, "run_one", lambda *a: (calls.append(a[2]), real(*a))[1])

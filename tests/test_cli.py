@@ -17,7 +17,8 @@ def test_help_for_every_parser(capsys):
 
 
 def test_embedded_configs_are_shipped():
-    assert {"bert-base-uncased", "gpt2", "meta-llama-3-8b", "resnet-50", "iwslt14-transformer"} <= set(embedded_configs())
+    assert ({"bert-base-uncased", "gpt2", "meta-llama-3-8b", "resnet-50", "iwslt14-transformer"}
+            <= set(embedded_configs()))
 
 
 def test_inspect_gpt2_plain_table(capsys):
@@ -39,7 +40,8 @@ def test_inspect_json_schema(capsys):
     assert data["model_class"] == "ResNetForImageClassification" and data["device"] == "meta"
     assert len(data["roles"]) == 53 and data["policy"] == "only:stream"
     # ResNet-50: the 4 projection-shortcut BNs are the only `stream` γ (the stem feeds a projection)
-    assert data["decayed"] == sorted(f"resnet.encoder.stages.{i}.layers.0.shortcut.normalization.weight" for i in range(4))
+    assert data["decayed"] == sorted(f"resnet.encoder.stages.{i}.layers.0.shortcut.normalization.weight"
+                                     for i in range(4))
     assert data["roles"]["resnet.embedder.embedder.normalization.weight"] == "invariant"
 
 
@@ -63,7 +65,8 @@ def test_inspect_gpt2_sequence_classification_without_a_pad_token(capsys):
     assert main(["inspect", "gpt2", "--task", "sequence-classification", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["model_class"] == "GPT2ForSequenceClassification" and data["inputs_shapes"] == {"input_ids": [1, 8]}
-    assert data["roles"]["transformer.ln_f.weight"] == "head" and data["roles"]["transformer.h.0.ln_1.weight"] == "branch"
+    assert (data["roles"]["transformer.ln_f.weight"] == "head"
+            and data["roles"]["transformer.h.0.ln_1.weight"] == "branch")
 
 
 def test_inspect_a_model_dummy_inputs_cannot_run_fails_in_one_line(tmp_path, capsys):
@@ -77,7 +80,8 @@ def test_inspect_a_model_dummy_inputs_cannot_run_fails_in_one_line(tmp_path, cap
 
 
 def test_inspect_a_config_transformers_cannot_build_fails_in_one_line(tmp_path, capsys):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 30, "num_attention_heads": 4}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 30,
+                                                      "num_attention_heads": 4}))
     assert main(["inspect", str(tmp_path)]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hf-gammareg")]
     assert len(err) == 1 and "cannot build" in err[0] and "try another --task" in err[0]
@@ -97,8 +101,8 @@ def test_plot_missing_history_fails_clearly(tmp_path, capsys):
 @pytest.mark.parametrize(
     "task,model_class,last_norm,role,n_gammas",
     [
-        # docs/design.md § Readings settled on real graphs: the head is whatever the model outputs. Without --task, the config's
-        # `architectures` (BertForMaskedLM): the MLM head's transform.LayerNorm renormalizes the last norm.
+        # docs/design.md § Readings settled on real graphs: the head is whatever the model outputs. Without --task,
+        # the config's `architectures` (BertForMaskedLM): the MLM head's transform.LayerNorm renormalizes the last norm.
         (None, "BertForMaskedLM", "bert.encoder.layer.11.output.LayerNorm.weight", "invariant", 26),
         ("masked-lm", "BertForMaskedLM", "bert.encoder.layer.11.output.LayerNorm.weight", "invariant", 26),
         ("sequence-classification", "BertForSequenceClassification", "bert.encoder.layer.11.output.LayerNorm.weight",

@@ -126,7 +126,8 @@ def test_nothing_real_is_touched():
     sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=10, num_training_steps=100)
     multi = torch.optim.lr_scheduler.MultiStepLR(torch.optim.SGD([scalar()], lr=0.1), milestones=[3])
     before = (p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}, opt.param_groups[0]["lr"],
-              sched.last_epoch, sched.state_dict()["_step_count"], multi.last_epoch, multi.optimizer.param_groups[0]["lr"])
+              sched.last_epoch, sched.state_dict()["_step_count"], multi.last_epoch,
+              multi.optimizer.param_groups[0]["lr"])
     decay_horizon(opt, 100, sched)
     decay_horizon(multi.optimizer, 10, multi)
     assert torch.equal(p.detach(), before[0])
@@ -217,8 +218,8 @@ def test_cifar_cpu_config_states_82_percent(tmp_path):
 
 
 def test_horizon_counts_gradient_accumulation_and_is_the_real_one_in_training(tmp_path):
-    from test_trainer import Images, _args
     from models import tiny_hf_resnet
+    from test_trainer import Images, _args
 
     from hf_gammareg import GammaRegTrainingArguments
 
@@ -238,8 +239,8 @@ def test_horizon_counts_gradient_accumulation_and_is_the_real_one_in_training(tm
 
 
 def test_no_decayed_gamma_says_would(tmp_path):
-    from test_trainer import Images, _args
     from models import tiny_hf_resnet
+    from test_trainer import Images, _args
 
     from hf_gammareg import GammaRegTrainingArguments
 
@@ -265,8 +266,8 @@ def test_cli_prints_the_line_for_a_planned_run(capsys):
 
 def test_results_record_carries_the_horizon(tmp_path):
     utils = load_recipe("recipe_utils")
-    from test_trainer import Images, _args
     from models import tiny_hf_resnet
+    from test_trainer import Images, _args
 
     from hf_gammareg import GammaRegTrainingArguments
 

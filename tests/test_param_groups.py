@@ -84,8 +84,14 @@ def test_hf_default_equals_plain_trainer_and_the_no_trainer_examples_rule(tmp_pa
     # transformers' run_glue_no_trainer.py, verbatim: with policy="hf-default" and its own rule, the same groups
     no_decay = ["bias", "LayerNorm.weight"]
     example = [
-        {"params": [p for n, p in model.named_parameters() if not any(nd in n for nd in no_decay)], "weight_decay": 0.05},
-        {"params": [p for n, p in model.named_parameters() if any(nd in n for nd in no_decay)], "weight_decay": 0.0},
+        {
+            "params": [p for n, p in model.named_parameters() if not any(nd in n for nd in no_decay)],
+            "weight_decay": 0.05,
+        },
+        {
+            "params": [p for n, p in model.named_parameters() if any(nd in n for nd in no_decay)],
+            "weight_decay": 0.0,
+        },
     ]
     assert layout(param_groups(model, 0.05, policy="hf-default", no_decay=no_decay)) == layout(example)
     # and with the default policy the example's rule still decides every non-γ parameter (BERT, exact:

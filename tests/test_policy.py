@@ -31,7 +31,8 @@ def test_policies(policy, expected):
 
 
 def test_include_and_exclude_override_roles():
-    assert REPORT.decay_names("guidelines", include=[r"^d\."], exclude=[r"^a\."]) == {"b.weight", "d.weight", "e.weight"}
+    assert (REPORT.decay_names("guidelines", include=[r"^d\."], exclude=[r"^a\."])
+            == {"b.weight", "d.weight", "e.weight"})
     assert REPORT.decay_names("all", include=["c"], exclude=["c"]) == {"a.weight", "b.weight", "d.weight", "e.weight"}
 
 

@@ -19,7 +19,7 @@ from hf_gammareg import GammaAnalysisError, GammaRegTrainer, GammaRegTrainingArg
 B = "branch"
 S = "stream"
 H = "head"
-I = "invariant"
+INV = "invariant"
 UNUSED = "unused"
 
 
@@ -65,8 +65,8 @@ def audio_text_rows(g):
     labels = ids.clone()
     labels[ids == 39] = -100
     return {"input_ids": ids, "attention_mask": torch.ones(12, dtype=torch.long),
-            "input_features": torch.randn(8, 32, generator=g), "feature_attention_mask": torch.ones(32, dtype=torch.long),
-            "labels": labels}
+            "input_features": torch.randn(8, 32, generator=g),
+            "feature_attention_mask": torch.ones(32, dtype=torch.long), "labels": labels}
 
 
 def region_rows(g):
@@ -105,7 +105,7 @@ CASES = {
     "blip2": (tiny_blip2, lambda: _rows(8, image_text_rows(4)), {
         "vision_model.encoder.layers.0.layer_norm1.weight": B,
         "vision_model.encoder.layers.0.layer_norm2.weight": B,
-        "vision_model.post_layernorm.weight": I,
+        "vision_model.post_layernorm.weight": INV,
         "qformer.layernorm.weight": S,
         "qformer.encoder.layer.0.attention.output.LayerNorm.weight": S,
         "qformer.encoder.layer.0.crossattention.output.LayerNorm.weight": S,
@@ -138,7 +138,7 @@ CASES = {
         "lxmert.encoder.x_layers.0.visual_attention.output.LayerNorm.weight": S,
         "lxmert.encoder.x_layers.0.lang_self_att.output.LayerNorm.weight": S,
         "lxmert.encoder.x_layers.0.visn_self_att.output.LayerNorm.weight": UNUSED,
-        "lxmert.encoder.x_layers.0.lang_output.LayerNorm.weight": I,
+        "lxmert.encoder.x_layers.0.lang_output.LayerNorm.weight": INV,
         "lxmert.encoder.x_layers.0.visn_output.LayerNorm.weight": UNUSED,
         "lxmert.encoder.r_layers.0.attention.output.LayerNorm.weight": S,
         "lxmert.encoder.r_layers.0.output.LayerNorm.weight": B,
@@ -192,7 +192,7 @@ def test_trains_as_trainer_does_and_reads_roles_from_the_training_batch(tmp_path
     decay = {names[id(p)]: g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
     for name, role in expected.items():
         # branch/invariant decayed; stream/head not; an unused γ follows Trainer's rule, which never decays a norm
-        assert decay[name] == (0.05 if role in (B, I) else 0.0), (name, role)
+        assert decay[name] == (0.05 if role in (B, INV) else 0.0), (name, role)
     assert "first batch of the training data" in trainer.gamma_table()
 
 
@@ -203,10 +203,12 @@ def test_without_training_data_dummy_inputs_fail_or_miss_a_tower():
         classify_gammas(Conditioned())
     with pytest.raises(GammaAnalysisError, match="could not run Qwen3OmniMoeTalkerCodePredictor"):
         classify_gammas(tiny_code_predictor())
-    with pytest.warns(UserWarning, match=r"3 of 6 γ did not take part in the forward on dummy inputs.*model\.audio_tower"):
+    with pytest.warns(UserWarning,
+                      match=r"3 of 6 γ did not take part in the forward on dummy inputs.*model\.audio_tower"):
         report = classify_gammas(tiny_qwen2_audio())
     assert report.unused == ["model.audio_tower.layers.0.self_attn_layer_norm.weight",
-                             "model.audio_tower.layers.0.final_layer_norm.weight", "model.audio_tower.layer_norm.weight"]
+                             "model.audio_tower.layers.0.final_layer_norm.weight",
+                             "model.audio_tower.layer_norm.weight"]
 
 
 @pytest.mark.parametrize("case", ["llava", "blip2", "lxmert"])
@@ -258,7 +260,8 @@ def test_hf_dataset_columns_are_filtered_as_training_filters_them(tmp_path):
     data = datasets.Dataset.from_dict({
         "features": torch.randn(8, 6, generator=g).tolist(), "condition": torch.randn(8, 3, generator=g).tolist(),
         "labels": [0, 1] * 4, "text": ["a raw column the model does not take"] * 8}).with_format("torch")
-    trainer = GammaRegTrainer(model=Conditioned(), args=GammaRegTrainingArguments(**_args(tmp_path)), train_dataset=data)
+    trainer = GammaRegTrainer(model=Conditioned(), args=GammaRegTrainingArguments(**_args(tmp_path)),
+                              train_dataset=data)
     trainer.train()
     assert trainer.gamma_report.inputs_source == "training batch"
     assert trainer.gamma_report.inputs_shapes == {"features": [2, 6], "condition": [2, 3], "labels": [2]}

@@ -9,7 +9,7 @@ from models import TinyResNet, tiny_bert, tiny_gpt2, tiny_hf_resnet, tiny_llama,
 
 from hf_gammareg import classify_gammas
 
-B, I, S, H = "branch", "invariant", "stream", "head"
+B, INV, S, H = "branch", "invariant", "stream", "head"
 
 BERT_EXACT = {
     "bert.embeddings.LayerNorm.weight": S,
@@ -19,10 +19,10 @@ BERT_EXACT = {
     "bert.encoder.layer.1.output.LayerNorm.weight": H,
 }
 BERT_APPROX = {
-    "bert.embeddings.LayerNorm.weight": I,
-    "bert.encoder.layer.0.attention.output.LayerNorm.weight": I,
-    "bert.encoder.layer.0.output.LayerNorm.weight": I,
-    "bert.encoder.layer.1.attention.output.LayerNorm.weight": I,
+    "bert.embeddings.LayerNorm.weight": INV,
+    "bert.encoder.layer.0.attention.output.LayerNorm.weight": INV,
+    "bert.encoder.layer.0.output.LayerNorm.weight": INV,
+    "bert.encoder.layer.1.attention.output.LayerNorm.weight": INV,
     "bert.encoder.layer.1.output.LayerNorm.weight": H,
 }
 MARIAN_EXACT = {
@@ -38,15 +38,15 @@ MARIAN_EXACT = {
     "model.decoder.layers.1.final_layer_norm.weight": H,
 }
 MARIAN_APPROX = {
-    "model.encoder.layers.0.self_attn_layer_norm.weight": I,
-    "model.encoder.layers.0.final_layer_norm.weight": I,
-    "model.encoder.layers.1.self_attn_layer_norm.weight": I,
+    "model.encoder.layers.0.self_attn_layer_norm.weight": INV,
+    "model.encoder.layers.0.final_layer_norm.weight": INV,
+    "model.encoder.layers.1.self_attn_layer_norm.weight": INV,
     "model.encoder.layers.1.final_layer_norm.weight": B,
-    "model.decoder.layers.0.self_attn_layer_norm.weight": I,
-    "model.decoder.layers.0.encoder_attn_layer_norm.weight": I,
-    "model.decoder.layers.0.final_layer_norm.weight": I,
-    "model.decoder.layers.1.self_attn_layer_norm.weight": I,
-    "model.decoder.layers.1.encoder_attn_layer_norm.weight": I,
+    "model.decoder.layers.0.self_attn_layer_norm.weight": INV,
+    "model.decoder.layers.0.encoder_attn_layer_norm.weight": INV,
+    "model.decoder.layers.0.final_layer_norm.weight": INV,
+    "model.decoder.layers.1.self_attn_layer_norm.weight": INV,
+    "model.decoder.layers.1.encoder_attn_layer_norm.weight": INV,
     "model.decoder.layers.1.final_layer_norm.weight": H,
 }
 T5_BOTH = {
@@ -86,28 +86,28 @@ VIT_BOTH = {
 }
 RESNET_BASIC_BOTH = {
     "resnet.embedder.embedder.normalization.weight": S,  # stage 0 starts with an identity shortcut
-    "resnet.encoder.stages.0.layers.0.layer.0.normalization.weight": I,
+    "resnet.encoder.stages.0.layers.0.layer.0.normalization.weight": INV,
     "resnet.encoder.stages.0.layers.0.layer.1.normalization.weight": B,
     "resnet.encoder.stages.1.layers.0.shortcut.normalization.weight": S,
-    "resnet.encoder.stages.1.layers.0.layer.0.normalization.weight": I,
+    "resnet.encoder.stages.1.layers.0.layer.0.normalization.weight": INV,
     "resnet.encoder.stages.1.layers.0.layer.1.normalization.weight": B,
 }
 RESNET_BOTTLENECK_BOTH = {
-    "resnet.embedder.embedder.normalization.weight": I,  # both paths out of it are renormalized
+    "resnet.embedder.embedder.normalization.weight": INV,  # both paths out of it are renormalized
     "resnet.encoder.stages.0.layers.0.shortcut.normalization.weight": S,
-    "resnet.encoder.stages.0.layers.0.layer.0.normalization.weight": I,
-    "resnet.encoder.stages.0.layers.0.layer.1.normalization.weight": I,
+    "resnet.encoder.stages.0.layers.0.layer.0.normalization.weight": INV,
+    "resnet.encoder.stages.0.layers.0.layer.1.normalization.weight": INV,
     "resnet.encoder.stages.0.layers.0.layer.2.normalization.weight": B,
     "resnet.encoder.stages.1.layers.0.shortcut.normalization.weight": S,
-    "resnet.encoder.stages.1.layers.0.layer.0.normalization.weight": I,
-    "resnet.encoder.stages.1.layers.0.layer.1.normalization.weight": I,
+    "resnet.encoder.stages.1.layers.0.layer.0.normalization.weight": INV,
+    "resnet.encoder.stages.1.layers.0.layer.1.normalization.weight": INV,
     "resnet.encoder.stages.1.layers.0.layer.2.normalization.weight": B,
 }
 TORCHVISION_RESNET_BOTH = {
     "bn1.weight": S,
-    "layer1.0.bn1.weight": I,
+    "layer1.0.bn1.weight": INV,
     "layer1.0.bn2.weight": B,
-    "layer2.0.bn1.weight": I,
+    "layer2.0.bn1.weight": INV,
     "layer2.0.bn2.weight": B,
     "layer2.0.downsample.1.weight": S,
 }
@@ -155,8 +155,8 @@ def test_marian_with_relu_ffn_makes_attention_norms_invariant_in_exact_mode():
     # fairseq's transformer_iwslt_de_en uses ReLU. x + W2·relu(W1·x) is positively homogeneous in x,
     # so the norm before the FFN sees only renormalization: `invariant`, even in `exact` mode.
     report = classify_gammas(tiny_marian(activation_function="relu"))
-    assert report.roles["model.encoder.layers.0.self_attn_layer_norm.weight"] == I
-    assert report.roles["model.decoder.layers.0.encoder_attn_layer_norm.weight"] == I
+    assert report.roles["model.encoder.layers.0.self_attn_layer_norm.weight"] == INV
+    assert report.roles["model.decoder.layers.0.encoder_attn_layer_norm.weight"] == INV
     # the norm before self-attention still meets a softmax branch
     assert report.roles["model.encoder.layers.0.final_layer_norm.weight"] == S
     assert report.roles["model.decoder.layers.0.self_attn_layer_norm.weight"] == S

@@ -81,7 +81,8 @@ def test_ddp_two_processes_agree_and_rank0_saves(tmp_path):
     assert r0["checksum"] == r1["checksum"]  # gradients were all-reduced: identical weights
     assert (r0["should_save"], r1["should_save"]) == (True, False)
     # A model no dummy batch fits, under DDP with gradient accumulation: each rank reads the same first rows and
-    # reaches the same roles (stem_norm meets the fusion with the condition; docs/design.md), and training stays in step.
+    # reaches the same roles (stem_norm meets the fusion with the condition; docs/design.md), and training stays in
+    # step.
     assert r0["cond_source"] == r1["cond_source"] == "training batch"
     assert r0["cond_roles"] == r1["cond_roles"] == {"stem_norm.weight": "stream", "block_norm.weight": "branch",
                                                     "final_norm.weight": "head"}

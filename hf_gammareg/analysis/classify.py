@@ -182,8 +182,8 @@ def _warn_unused(model: nn.Module, report: GammaReport, unreached: list[str]) ->
         f" and {len(groups) - 4} more" if len(groups) > 4 else "")
     warnings.warn(
         f"{type(model).__name__}: {len(unreached)} of {len(report.gammas)} γ did not take part in the forward on "
-        f"dummy inputs ({', '.join(f'{k} {v}' for k, v in report.inputs_shapes.items())}), so they get no role and follow "
-        f"hf-default: under {shown}. Read the roles from a real batch that reaches those modules: "
+        f"dummy inputs ({', '.join(f'{k} {v}' for k, v in report.inputs_shapes.items())}), so they get no role and "
+        f"follow hf-default: under {shown}. Read the roles from a real batch that reaches those modules: "
         "classify_gammas(model, inputs=batch), or GammaRegTrainer with its train_dataset (it does so itself).",
         stacklevel=4)
 

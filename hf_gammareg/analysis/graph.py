@@ -83,7 +83,8 @@ class Graph:
         self._roots: dict[Any, frozenset] = {}  # filled only when no data entry point is known
         self._data: set | None = None
         seeds = {n for n in data_seeds if n in self.seq}
-        seeds |= {c for leaf, v in self.leaf_var.items() if id(v) in float_input_ids for c in self.consumers.get(leaf, ())}
+        seeds |= {c for leaf, v in self.leaf_var.items() if id(v) in float_input_ids
+                  for c in self.consumers.get(leaf, ())}
         self._from_params: set | None = None
         if seeds:
             self._data = set()
@@ -150,7 +151,8 @@ class Graph:
         """A linear/conv/matmul with a parameter operand: one unit of "depth"."""
         hit = self._is_matrix.get(node)
         if hit is None:
-            hit = _opname(node) in _MATRIX_OPS and any(self.is_param_operand(i) for i in self.inputs[node] if i is not None)
+            hit = _opname(node) in _MATRIX_OPS and any(self.is_param_operand(i)
+                                                       for i in self.inputs[node] if i is not None)
             self._is_matrix[node] = hit
         return hit
 
@@ -411,9 +413,11 @@ class Propagation:
         g = self.g
         seq = g.seq[node]
         if g.is_ancestor(other, mine):
-            return _Mixing(seq, "branch", f"meets residual add in `{where}` on the branch side; the other operand is the stream it started from")
+            return _Mixing(seq, "branch", f"meets residual add in `{where}` on the branch side; the other operand "
+                                          "is the stream it started from")
         if g.is_ancestor(mine, other):
-            return _Mixing(seq, "stream", f"meets residual add in `{where}` on the stream side; the other operand is a branch grown from this signal")
+            return _Mixing(seq, "stream", f"meets residual add in `{where}` on the stream side; the other operand "
+                                          "is a branch grown from this signal")
         split = g.split_point(mine, other)
         if split is None:
             # docs/design.md "Fusion additions": two inputs or modalities summed. No residual stream runs through it, so
@@ -423,6 +427,8 @@ class Propagation:
                                           "shrink; its scale weighs one input against the other")
         d_mine, d_other = g.depth(split, mine), g.depth(split, other)
         if (d_mine or 0) >= (d_other or 0):
-            return _Mixing(seq, "branch", f"meets residual add in `{where}` on the branch side; the other operand is the shallower path ({d_other} vs {d_mine} matrix ops since they split)")
-        return _Mixing(seq, "stream", f"meets residual add in `{where}` on the stream side; the other operand is a deeper parallel branch ({d_other} vs {d_mine} matrix ops since they split)")
+            return _Mixing(seq, "branch", f"meets residual add in `{where}` on the branch side; the other operand "
+                                          f"is the shallower path ({d_other} vs {d_mine} matrix ops since they split)")
+        return _Mixing(seq, "stream", f"meets residual add in `{where}` on the stream side; the other operand is a "
+                                      f"deeper parallel branch ({d_other} vs {d_mine} matrix ops since they split)")
 

@@ -124,7 +124,8 @@ class _Builder:
         h, w = _image_hw(self.config)
         frames = _find(self.config, "num_frames", "frames_per_clip")
         if frames is not None:  # video models (VideoMAE, ViViT, X-CLIP…): (B, T, C, H, W), or (B, C, T, H, W)
-            return [self.zeros(_BATCH, frames, self.channels(), h, w), self.zeros(_BATCH, self.channels(), frames, h, w),
+            return [self.zeros(_BATCH, frames, self.channels(), h, w),
+                    self.zeros(_BATCH, self.channels(), frames, h, w),
                     self.zeros(_BATCH, self.channels(), h, w)]
         return [self.zeros(_BATCH, self.channels(), h, w)]
 
@@ -143,7 +144,8 @@ class _Builder:
         return [self.zeros(_BATCH, mel, frames), self.zeros(_BATCH, frames, mel_total), self.zeros(_BATCH, 400, mel)]
 
     def waveform(self):
-        out = [self.zeros(_BATCH, 16_000), self.zeros(_BATCH, 1, 16_000)]  # mono waveform, with or without a channel axis
+        # mono waveform, with or without a channel axis
+        out = [self.zeros(_BATCH, 16_000), self.zeros(_BATCH, 1, 16_000)]
         length, mel = _find(self.config, "max_length"), _find(self.config, "num_mel_bins")
         if length and mel:  # spectrogram transformers name their (frames, mel) input `input_values` too
             out.insert(0, self.zeros(_BATCH, length, mel))
@@ -173,7 +175,8 @@ class _Builder:
         side = 2 * merge
         grid = torch.tensor([[1, side, side]], dtype=torch.long, device=self.device)
         n = side * side
-        return {tensor_name: [self.zeros(n, channels * temporal * patch * patch), self.zeros(n, channels * patch * patch)],
+        return {tensor_name: [self.zeros(n, channels * temporal * patch * patch),
+                              self.zeros(n, channels * patch * patch)],
                 grid_name: [grid]}
 
     def naflex_patches(self) -> dict:
@@ -243,7 +246,8 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
         fixed = b.patches_and_grid(tensor_name, grid_name)
     elif "spatial_shapes" in names:  # NaFlex towers (SigLIP 2): patches, their mask and the (h, w) grid of each image
         fixed = b.naflex_patches()
-    if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params and "decoder_input_ids" not in names:
+    if (getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params
+            and "decoder_input_ids" not in names):
         names.append("decoder_input_ids")
     options: dict[str, list] = {}
     for name in names:
@@ -311,7 +315,8 @@ def input_shapes(inputs) -> dict[str, list[int]]:
     """``{name: shape}`` of the tensors in one batch (a dict, a tuple of positional inputs, or one tensor)."""
     if isinstance(inputs, torch.Tensor):
         return {"input": list(inputs.shape)}
-    items = inputs.items() if isinstance(inputs, Mapping) else enumerate(inputs) if isinstance(inputs, (list, tuple)) else ()
+    items = (inputs.items() if isinstance(inputs, Mapping)
+             else enumerate(inputs) if isinstance(inputs, (list, tuple)) else ())
     return {str(k): list(v.shape) for k, v in items if isinstance(v, torch.Tensor)}
 
 
@@ -364,7 +369,8 @@ def single_example(batch) -> dict | None:
     """``batch`` with every tensor of batch size ``_BATCH`` cut to its first example; ``None`` if none is."""
     if not isinstance(batch, Mapping):
         return None
-    cut = {k: v[:1] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == _BATCH else v for k, v in batch.items()}
+    cut = {k: v[:1] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == _BATCH else v
+           for k, v in batch.items()}
     return cut if any(cut[k] is not batch[k] for k in batch) else None
 
 
@@ -372,7 +378,8 @@ def describe_inputs(inputs) -> str:
     """The batch as a person reads it: ``input_ids [2, 8], pixel_values [2, 3, 224, 224]``."""
     shapes = input_shapes(inputs)
     if isinstance(inputs, Mapping):
-        flags = [f"{k}={v!r}" for k, v in inputs.items() if not isinstance(v, torch.Tensor) and isinstance(v, (bool, int, str))]
+        flags = [f"{k}={v!r}" for k, v in inputs.items()
+                 if not isinstance(v, torch.Tensor) and isinstance(v, (bool, int, str))]
     else:
         flags = []
     return ", ".join([f"{k} {v}" for k, v in shapes.items()] + flags) or "no tensors"

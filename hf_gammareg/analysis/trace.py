@@ -3,10 +3,9 @@ with its span of autograd sequence numbers, and a dispatch mode that makes meta 
 
 from __future__ import annotations
 
-import dataclasses
-
 import contextlib
 import copy
+import dataclasses
 import math
 import weakref
 from typing import Any, Mapping
@@ -78,7 +77,8 @@ def meta_copy(model: nn.Module) -> nn.Module:
     memo: dict[int, Any] = {}
     for p in model.parameters():
         shape = getattr(p, "ds_shape", None)
-        meta = torch.empty(shape, dtype=p.dtype, device="meta") if shape is not None else torch.empty_like(p, device="meta")
+        meta = (torch.empty(shape, dtype=p.dtype, device="meta") if shape is not None
+                else torch.empty_like(p, device="meta"))
         memo[id(p)] = nn.Parameter(meta, requires_grad=True)
     for b in model.buffers():
         memo[id(b)] = torch.empty_like(b, device="meta")
@@ -128,7 +128,8 @@ class _Recorder:
 
         names = {id(m): n for n, m in self.model.named_modules()}
         norms = {id(m) for m in self.model.modules() if is_candidate(m)}
-        embeddings = {id(m) for m in self.model.modules() if isinstance(m, nn.Embedding)} if self._data_storages else set()
+        embeddings = ({id(m) for m in self.model.modules() if isinstance(m, nn.Embedding)}
+                      if self._data_storages else set())
         seq = torch._C._autograd._get_sequence_nr
         stack = self._stack
 
@@ -157,7 +158,8 @@ class _Recorder:
 
     def _embedding_hook(self, _mod, args, output):
         index = args[0] if args else None
-        if isinstance(index, torch.Tensor) and _storage_key(index) in self._data_storages and output.grad_fn is not None:
+        if (isinstance(index, torch.Tensor) and _storage_key(index) in self._data_storages
+                and output.grad_fn is not None):
             self.data_seeds.append(output.grad_fn)
 
     def __exit__(self, *exc):

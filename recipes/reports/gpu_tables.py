@@ -2,7 +2,8 @@
 
     python recipes/reports/gpu_tables.py
     python recipes/reports/gpu_tables.py --histories runs/gpu   # also unpack each run's gamma_history.jsonl
-    hf-gammareg plot runs/gpu/session1/mt-hf-default runs/gpu/session1/mt-guidelines --out docs/gamma_norms_iwslt14_gpu.png
+    hf-gammareg plot runs/gpu/session1/mt-hf-default runs/gpu/session1/mt-guidelines \\
+        --out docs/gamma_norms_iwslt14_gpu.png
 
 Reads session*_results.json (each run's own results.json, as the recipes wrote them on the GPU
 machine) and sessions.json (what the device printed); the CSVs and tables come out of recipes/sweep.py's
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         facts = json.load(f)
     common = [f"hardware: {facts['device']}", f"packages: {facts['software']}",
               "device script: recipes/reports/gpu_run.sh (six runs side by side on the one GPU), called as "
-              + " and ".join(f"`{s['command']}` (wall {s['wall_s_all_six_runs_in_parallel']} s)" for s in facts["sessions"]),
+              + " and ".join(f"`{s['command']}` (wall {s['wall_s_all_six_runs_in_parallel']} s)"
+                             for s in facts["sessions"]),
               f"model and data: {facts['carried']}",
               "recipe code: the recipes as they stood at the time (before they were first committed); the classifier "
               "head / translation model was initialized before the recipe called set_seed (fixed since), so a "

