@@ -165,6 +165,31 @@ def check_pattern_backtracking(pattern: str, field_name: str) -> None:
             "its length to that power; anchor the pattern or spell out the literal parts")
 
 
+def classify_gammas(model: "nn.Module", inputs=None, *, invariance: str = "exact") -> "GammaReport":
+    """Assign every normalization scale γ of ``model`` one of the roles in ``ROLES``, and note which γ
+    ``transformers.Trainer`` would decay (``report.hf_default``, what the ``hf-default`` policy follows).
+
+    Args:
+        model: any ``nn.Module``; Hugging Face models get dummy inputs from their config.
+        inputs: one tiny batch for the forward pass: a dict of keyword tensors, a tuple of positional
+            ones, or a tensor. ``None`` builds dummy inputs.
+        invariance: ``"exact"`` (a signal scales with γ only through positively homogeneous ops) or
+            ``"approximate"`` (every op passes the scale on). See docs/design.md § Invariance modes.
+
+    The roles are read by `hf_gammareg.analysis.read_roles` from one forward pass — on a ``meta`` copy of the
+    model whenever it can, else on the model itself with its weights, modes, ``requires_grad`` flags and RNG
+    left as they were. The report records which batch the pass ran on (``inputs_source``, ``inputs_shapes``);
+    γ a dummy pass does not reach get no role and one warning naming their modules; when no batch runs, the
+    `GammaAnalysisError` names each batch tried, the model's own exception, and the remedies.
+    """
+    from .analysis import read_roles
+
+    report = read_roles(model, inputs, invariance=invariance)
+    if report.norm_types:
+        report.hf_default = sorted(hf_default_decay_names(model) & set(report.norm_types))
+    return report
+
+
 def select_decayed(
     report: "GammaReport", policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()
 ) -> set[str]:

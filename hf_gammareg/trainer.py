@@ -19,12 +19,12 @@ import torch
 from torch import nn
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 
-from .analysis import classify_gammas
 from .analysis.inputs import describe_inputs
 from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
 from .config import CONFIG_NAME, GammaRegConfig
 from .horizon import GroupHorizon, decay_horizon
 from .plan import GammaDecayPlan, gamma_decay_plan, l2_penalty, refuse_sharded
+from .policy import classify_gammas
 from .report import GammaReport
 from .roles import GammaAnalysisError
 from .training_args import GammaRegSeq2SeqTrainingArguments, GammaRegTrainingArguments, convert_training_args

@@ -116,3 +116,13 @@ def test_no_private_name_is_used_across_modules():
             if target.startswith("hf_gammareg") and target != module:
                 offenders += [f"{module}: {target}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
     assert offenders == []
+
+
+def test_the_analysis_knows_no_policy_and_no_trainer():
+    """analysis/ imports nothing above it: not the policies, the plan, the config, nor transformers' Trainer."""
+    above = ("hf_gammareg.policy", "hf_gammareg.plan", "hf_gammareg.config", "hf_gammareg.trainer",
+             "hf_gammareg.training_args", "hf_gammareg.callbacks", "hf_gammareg.cli", "transformers.trainer")
+    offenders = [f"{module} imports {target}" for path, (module, imports) in _package_modules().items()
+                 if module.startswith("hf_gammareg.analysis") for target, _names, _top in imports
+                 if target.startswith(above)]
+    assert offenders == []

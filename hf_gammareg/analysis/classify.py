@@ -1,4 +1,4 @@
-"""`classify_gammas`: find the γ, run one recorded forward (on meta where possible), read each γ's role."""
+"""`read_roles`: find the γ, run one recorded forward (on meta where possible), read each γ's role."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from ..policy import hf_default_decay_names
 from ..report import GammaReport
 from ..roles import INVARIANCE_MODES, GammaAnalysisError
 from .graph import Graph, Propagation, own_ops
@@ -28,8 +27,9 @@ _OUTSIDE_AUTOGRAD = (
     "gamma_include/gamma_exclude name it")
 
 
-def classify_gammas(model: nn.Module, inputs=None, *, invariance: str = "exact") -> GammaReport:
-    """Assign every normalization scale γ of ``model`` one of the roles in ``ROLES``.
+def read_roles(model: nn.Module, inputs=None, *, invariance: str = "exact") -> GammaReport:
+    """Assign every normalization scale γ of ``model`` one of the roles in ``ROLES`` (the analysis alone:
+    `hf_gammareg.classify_gammas` adds what the HF no-decay rule decays, ``report.hf_default``).
 
     Args:
         model: any ``nn.Module``; Hugging Face models get dummy inputs from their config.
@@ -69,7 +69,7 @@ def _no_gammas(model: nn.Module, report: GammaReport) -> GammaReport:
     warnings.warn(
         f"{type(model).__name__} has no normalization scale parameters (γ); "
         "nothing to classify, the Trainer's default weight decay applies",
-        stacklevel=3,
+        stacklevel=4,
     )
     return report
 
@@ -185,7 +185,7 @@ def _warn_unused(model: nn.Module, report: GammaReport, unreached: list[str]) ->
         f"dummy inputs ({', '.join(f'{k} {v}' for k, v in report.inputs_shapes.items())}), so they get no role and "
         f"follow hf-default: under {shown}. Read the roles from a real batch that reaches those modules: "
         "classify_gammas(model, inputs=batch), or GammaRegTrainer with its train_dataset (it does so itself).",
-        stacklevel=4)
+        stacklevel=5)
 
 
 def _finish(report: GammaReport, model, run_model, trace: Trace, invariance, device) -> GammaReport:
@@ -274,13 +274,9 @@ def _assign_roles(report: GammaReport, graph: Graph, trace: Trace, modules: dict
 
 
 def _complete(report: GammaReport, model, device, never_called: set[str]) -> GammaReport:
-    """Sizes, the HF rule's γ, the device; the warnings a user must see."""
+    """Sizes and the device; the warnings a user must see."""
     params = dict(model.named_parameters())
     report.numel = {n: getattr(params[n], "ds_numel", params[n].numel()) for n in report.norm_types if n in params}
-    try:
-        report.hf_default = sorted(hf_default_decay_names(model) & set(report.norm_types))
-    except Exception:  # pragma: no cover - only if transformers' Trainer API changes shape
-        logger.warning("could not read transformers.Trainer's decay rule; hf-default treats γ as not decayed")
     report.device = str(device)
     if not report.norm_types:
         return _no_gammas(model, report)
@@ -293,5 +289,5 @@ def _complete(report: GammaReport, model, device, never_called: set[str]) -> Gam
         shown = ", ".join(f"`{n}`" for n in report.untracked[:4]) + (
             f" and {len(report.untracked) - 4} more" if len(report.untracked) > 4 else "")
         warnings.warn(f"{type(model).__name__}: {len(report.untracked)} γ ({shown}) are {_OUTSIDE_AUTOGRAD}.",
-                      stacklevel=3)  # one sentence per model, however many γ
+                      stacklevel=4)  # one sentence per model, however many γ
     return report
