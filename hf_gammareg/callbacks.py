@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from typing import Iterable
@@ -21,9 +22,11 @@ REPORT_NAME = "gamma_report.json"
 
 def gamma_norm_stats(model: torch.nn.Module,
                      names_by_role: dict[str, list[str]] | GammaReport) -> dict[str, dict[str, float]]:
-    """``{role: {"norm": mean ‖γ‖₂, "abs_mean": mean |γ|, "count": n}}`` over the γ of each role.
+    """``{role: {"norm": mean ‖γ‖₂, "abs_mean": mean |γ|, "rms": RMS of the values, "count": n}}`` per role.
 
-    ``names_by_role`` is ``{role: [parameter names in model]}`` or a `GammaReport` of ``model``. A γ that is a
+    The one place γ statistics are computed (the callback's logs, the recipes' RMS per role or per BN category).
+    ``names_by_role`` is ``{role: [parameter names in model]}`` (any grouping: roles, categories) or a
+    `GammaReport` of ``model``. A γ that is a
     `DTensor` (FSDP2 ``fully_shard``, tensor parallelism) holds one shard per rank: it is gathered with
     ``full_tensor()`` so the statistics are the global ones, the same on every rank — which makes this a
     collective under FSDP2: every rank must call it (the Trainer's callbacks run on every rank).
@@ -43,8 +46,10 @@ def gamma_norm_stats(model: torch.nn.Module,
             tensors = [t.full_tensor() if is_dtensor(t) else t for t in tensors]
             norms = [t.float().norm().item() for t in tensors]
             abs_sum = sum(t.float().abs().sum().item() for t in tensors)
+            square_sum = sum(float(t.float().pow(2).sum()) for t in tensors)
             numel = sum(t.numel() for t in tensors)
-            stats[role] = {"norm": sum(norms) / len(norms), "abs_mean": abs_sum / numel, "count": len(tensors)}
+            stats[role] = {"norm": sum(norms) / len(norms), "abs_mean": abs_sum / numel,
+                           "rms": math.sqrt(square_sum / numel), "count": len(tensors)}
     return stats
 
 

@@ -49,6 +49,7 @@ from recipe_utils import (
     ThroughputCallback,
     compute_accuracy,
     gamma_record,
+    gamma_rms,
     parse_args,
     write_results,
 )
@@ -298,14 +299,12 @@ def gamma_category(name: str) -> str | None:
 
 def gamma_rms_by_category(model: torch.nn.Module, gammas: set[str]) -> dict[str, float]:
     """Root mean square of the γ values in each BN category (1.0 at initialization)."""
-    sums: dict[str, list[float]] = {}
-    for name, p in model.named_parameters():
+    by_category: dict[str, list[str]] = {}
+    for name, _ in model.named_parameters():
         cat = gamma_category(name) if name in gammas else None
         if cat is not None:
-            s = sums.setdefault(cat, [0.0, 0])
-            s[0] += float(p.detach().float().pow(2).sum())
-            s[1] += p.numel()
-    return {cat: round(math.sqrt(total / count), 5) for cat, (total, count) in sums.items()}
+            by_category.setdefault(cat, []).append(name)
+    return gamma_rms(model, by_category)
 
 
 def build_model(args: CifarArguments, num_labels: int):

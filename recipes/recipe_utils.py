@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import difflib
 import json
-import math
 import os
 import sys
 import time
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 import yaml
 from transformers import HfArgumentParser, TrainerCallback
+
+from hf_gammareg import gamma_norm_stats
 
 
 def parse_args(parser: HfArgumentParser, argv: Sequence[str] | None) -> tuple:
@@ -252,18 +253,16 @@ class ThroughputCallback(TrainerCallback):
         self._last = (now, step)
 
 
+def gamma_rms(model: torch.nn.Module, names_by_group) -> dict[str, float]:
+    """RMS of the γ values in each group (``{group: [names]}`` or a `GammaReport`: by role), 1.0 at init,
+    from `hf_gammareg.gamma_norm_stats`; groups in sorted order."""
+    stats = gamma_norm_stats(model, names_by_group)
+    return {group: round(stats[group]["rms"], 5) for group in sorted(stats)}
+
+
 def gamma_rms_by_role(model: torch.nn.Module, report) -> dict[str, float]:
     """Root mean square of the γ values of each role (1.0 for norms at initialization)."""
-    sums: dict[str, list[float]] = {}
-    params = dict(model.named_parameters())
-    for name, role in report.roles.items():
-        p = params.get(name)
-        if p is None:
-            continue
-        s = sums.setdefault(role, [0.0, 0])
-        s[0] += float(p.detach().float().pow(2).sum())
-        s[1] += p.numel()
-    return {role: round(math.sqrt(total / count), 5) for role, (total, count) in sorted(sums.items())}
+    return gamma_rms(model, report)
 
 
 class GammaTrajectoryCallback(TrainerCallback):
@@ -283,6 +282,7 @@ class GammaTrajectoryCallback(TrainerCallback):
     def __init__(self, category, gammas: set[str], window: int = 100):
         self.category, self.gammas, self.window = category, set(gammas), window
         self.params: dict[str, list] = {}
+        self.names: dict[str, list[str]] = {}
         self.previous: dict[int, torch.Tensor] = {}
         self.sums: dict[str, list[float]] = {}
         self.trajectory: list[dict[str, Any]] = []
@@ -290,11 +290,12 @@ class GammaTrajectoryCallback(TrainerCallback):
         self.group: dict[str, Any] | None = None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.params = {}
+        self.params, self.names = {}, {}
         for name, p in model.named_parameters():
             cat = self.category(name) if name in self.gammas else None
             if cat is not None:
                 self.params.setdefault(cat, []).append(p)
+                self.names.setdefault(cat, []).append(name)
         self.previous = {id(p): p.detach().clone() for ps in self.params.values() for p in ps}
 
     def _decay_group(self, optimizer) -> dict[str, Any]:
@@ -311,7 +312,7 @@ class GammaTrajectoryCallback(TrainerCallback):
         self.lrs.append(float(self.group["lr"]))
 
     @torch.no_grad()
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args, state, control, model=None, **kwargs):
         for cat, ps in self.params.items():
             ratios = []
             for p in ps:
@@ -323,10 +324,10 @@ class GammaTrajectoryCallback(TrainerCallback):
             s[1] += 1
         if state.global_step % self.window == 0 or state.global_step == state.max_steps:
             row: dict[str, Any] = {"step": state.global_step}
-            for cat, ps in self.params.items():
+            rms = gamma_rms(model, self.names) if model is not None else {}
+            for cat in self.params:
                 total, n = self.sums.pop(cat, [0.0, 0])
-                sq = sum(float(p.detach().float().pow(2).sum()) for p in ps)
-                row[f"gamma_rms_{cat}"] = round(math.sqrt(sq / sum(p.numel() for p in ps)), 5)
+                row[f"gamma_rms_{cat}"] = rms.get(cat)
                 row[f"step_ratio_{cat}"] = total / n if n else None
             self.trajectory.append(row)
 

@@ -213,7 +213,7 @@ def test_without_training_data_dummy_inputs_fail_or_miss_a_tower():
 
 @pytest.mark.parametrize("case", ["llava", "blip2", "lxmert"])
 def test_dummy_inputs_now_reach_these_towers(case):
-    # Dummy inputs grown for them (issue 17 item 3): LLaVA's text gets as many image tokens as its tower says it
+    # Dummy inputs grown for them: LLaVA's text gets as many image tokens as its tower says it
     # emits, BLIP-2 gets text beside its pixels, LXMERT its region features and boxes. Same hand-written tables.
     make_model, _, expected = CASES[case]
     report = classify_gammas(make_model())
