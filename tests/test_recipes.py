@@ -444,8 +444,9 @@ def test_run_record_is_declared_and_checked(tmp_path):
     with pytest.raises(ValueError, match="primary_metric 'b'"):
         utils.check_run_record({"recipe": "r", "seed": 0, "metrics": {"a": 1.0}, "primary_metric": "b",
                                 "gamma": {}, "train_loss": 0.1, "wall_s": 1.0})
-    sweep = load("sweep")
+    from hf_gammareg.sweeps import column_roles, declared_columns
+
     record = {"metrics": {"accuracy": 70.0}, "table_columns": {"images_per_s": 100.0}}
-    assert sweep.column_roles(record) == ["metrics: accuracy", "diagnostics: images_per_s"]
-    assert sweep.declared_columns(["command: x", "metrics: accuracy", "diagnostics: images_per_s"]) == (
+    assert column_roles(record) == ["metrics: accuracy", "diagnostics: images_per_s"]
+    assert declared_columns(["command: x", "metrics: accuracy", "diagnostics: images_per_s"]) == (
         ["accuracy"], ["images_per_s"])
