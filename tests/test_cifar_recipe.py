@@ -251,7 +251,7 @@ def test_two_step_run_of_the_horizon_config(archive, tmp_path):
 
 
 def test_horizon_mechanism_ratios_and_plot(tmp_path, capsys):
-    mech = load("horizon_mechanism")
+    mech = load(os.path.join("reports", "horizon_mechanism"))
     runs = tmp_path / "runs"
     runs.mkdir()
     # none: RMS 1.0 and effective step 1e-3 throughout; guidelines: RMS 0.5 and step 4e-3 — by hand, the step

@@ -1,6 +1,6 @@
 """The mechanism behind the horizon ablation: γ RMS and effective step per BN category, `none` vs `guidelines`.
 
-    python recipes/horizon_mechanism.py --runs results/cifar10_resnet_horizon_cpu_runs \\
+    python recipes/reports/horizon_mechanism.py --runs results/cifar10_resnet_horizon_cpu_runs \\
         --out docs/gamma_horizon_mechanism_cifar10_cpu.png
 
 Reads the ``gamma_trajectory`` that ``recipes/cifar_resnet.py`` writes into each run's ``results.json``
