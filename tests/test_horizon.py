@@ -9,16 +9,15 @@ Expected values are written out from the formulas, not computed with the code un
   so Σ lr·λ = 0.05 and Π(1 − lr_t·λ) = 0.951228.
 """
 
-import importlib.util
 import json
 import math
 import os
-import sys
 import time
 
 import pytest
 import torch
 from models import tiny_bert
+from test_cifar_recipe import load as load_recipe
 from transformers import get_cosine_schedule_with_warmup
 
 from hf_gammareg import GammaRegTrainer, decay_horizon, planned_decay_horizon
@@ -171,14 +170,6 @@ def test_planned_horizon_of_the_cli_kind():
 
 
 # -- the Trainer --------------------------------------------------------------------------------------
-def load_recipe(name):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}_h", os.path.join(RECIPES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 class Sized(torch.utils.data.Dataset):
     def __init__(self, n):
         self.n = n
