@@ -17,6 +17,15 @@ REGULARIZATIONS = ("decoupled", "l2")
 _MAX_FILE_BYTES = 1 << 20  # a config is a few hundred bytes; refuse anything absurd before parsing
 
 
+def check_coefficient(name: str, value, *, expected: str = "a number", type_error: type = ValueError) -> float:
+    """A weight-decay coefficient as a float, or an error naming ``name``: a number (not a bool), finite, >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise type_error(f"{name}: expected {expected}, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 @dataclass
 class GammaRegConfig:
     """How normalization scales (γ) are regularized. Saved as ``gammareg_config.json``.
@@ -59,13 +68,9 @@ class GammaRegConfig:
             parse_policy(self.policy)
         except ValueError as exc:
             raise ValueError(f"policy: {exc}") from None
-        wd = self.gamma_weight_decay
-        if wd is not None:
-            if isinstance(wd, bool) or not isinstance(wd, (int, float)):
-                raise ValueError(f"gamma_weight_decay: expected a number or null, got {type(wd).__name__}")
-            if not math.isfinite(wd) or wd < 0:
-                raise ValueError(f"gamma_weight_decay: must be a finite number >= 0, got {wd!r}")
-            self.gamma_weight_decay = float(wd)
+        if self.gamma_weight_decay is not None:
+            self.gamma_weight_decay = check_coefficient("gamma_weight_decay", self.gamma_weight_decay,
+                                                        expected="a number or null")
         if self.invariance not in INVARIANCE_MODES:
             raise ValueError(f"invariance: must be one of {INVARIANCE_MODES}, got {self.invariance!r}")
         if self.regularization not in REGULARIZATIONS:

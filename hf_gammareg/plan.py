@@ -12,14 +12,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .config import GammaRegConfig
+from .config import GammaRegConfig, check_coefficient
 from .horizon import GroupHorizon, decay_horizon, horizon_lines
 from .policy import classify_gammas, hf_default_decay_names, unmatched_pattern_notices
 from .report import GammaReport
@@ -433,10 +432,7 @@ def decay_plan(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
-        raise TypeError(f"weight_decay: expected a number, got {type(weight_decay).__name__}")
-    if not math.isfinite(weight_decay) or weight_decay < 0:
-        raise ValueError(f"weight_decay: must be a finite number >= 0, got {weight_decay!r}")
+    weight_decay = check_coefficient("weight_decay", weight_decay, type_error=TypeError)
     config = GammaRegConfig(
         policy=policy, gamma_weight_decay=gamma_weight_decay, invariance=invariance,
         include=include, exclude=exclude,  # GammaRegConfig reads a string as one regex, a list as several
