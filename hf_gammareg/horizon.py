@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["GroupHorizon", "decay_horizon", "horizon_lines", "planned_decay_horizon", "FINE_TUNING_SHRINK"]
+__all__ = ["GroupHorizon", "decay_horizon", "horizon_lines", "planned_decay_horizon", "sgd_decay_shrink",
+           "FINE_TUNING_SHRINK"]
 
 # Above this, weight decay moves a decayed γ by less than 5 %: the γ policy cannot change the result measurably.
 FINE_TUNING_SHRINK = 0.95
@@ -154,8 +156,6 @@ def _learning_rates(groups: list[dict], num_steps: int, lr_scheduler) -> list[li
     memo = {id(scheduler.optimizer): stand_in, id(_unwrap_optimizer(scheduler.optimizer)): stand_in}
     twin = copy.deepcopy(scheduler, memo)
     out: list[list[float]] = [[] for _ in groups]
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": the stand-in never steps
         for t in range(num_steps):
@@ -166,7 +166,7 @@ def _learning_rates(groups: list[dict], num_steps: int, lr_scheduler) -> list[li
     return out
 
 
-def _sgd_shrink(lrs: list[float], wd: float, momentum: float, dampening: float, nesterov: bool) -> float:
+def sgd_decay_shrink(lrs: list[float], wd: float, momentum: float, dampening: float, nesterov: bool) -> float:
     """torch.optim.SGD with a zero loss gradient, exactly:
 
     d = λ·p; buf = μ·buf + (1 − δ)·d; p −= lr·(d + μ·buf | buf).
@@ -212,7 +212,7 @@ def _group_horizon(inner, index: int, group: dict, lrs: list[float], num_steps: 
         nesterov = bool(group.get("nesterov", False))
         gain = (1 + mu * (1 - damp) / (1 - mu)) if nesterov else ((1 - damp) / (1 - mu) if mu else 1.0)
         return GroupHorizon(decay="coupled", integral=wd * gain * sum(lrs),
-                            shrink=_sgd_shrink(lrs, wd, mu, damp, nesterov), **base)
+                            shrink=sgd_decay_shrink(lrs, wd, mu, damp, nesterov), **base)
     decoupled = group.get("decoupled_weight_decay")
     if decoupled is None:
         decoupled = any(name.startswith(n) or name == n for n in _DECOUPLED_NAMES) or name == "Adafactor"

@@ -22,6 +22,7 @@ import yaml
 from transformers import HfArgumentParser, TrainerCallback
 
 from hf_gammareg import gamma_norm_stats
+from hf_gammareg.horizon import sgd_decay_shrink
 
 
 def parse_args(parser: HfArgumentParser, argv: Sequence[str] | None) -> tuple:
@@ -336,14 +337,6 @@ class GammaTrajectoryCallback(TrainerCallback):
         g = self.group or {}
         wd, momentum = float(g.get("weight_decay", 0.0)), float(g.get("momentum", 0.0) or 0.0)
         dampening, nesterov = float(g.get("dampening", 0.0) or 0.0), bool(g.get("nesterov", False))
-        # torch.optim.SGD with a zero loss gradient: d = λ·p; buf = μ·buf + (1 − dampening)·d (buf = d on the
-        # first step); d = d + μ·buf under Nesterov, else d = buf; p -= lr·d.
-        p, buf = 1.0, None
-        for lr in self.lrs:
-            d = wd * p
-            if momentum:
-                buf = d if buf is None else momentum * buf + (1 - dampening) * d
-                d = d + momentum * buf if nesterov else buf
-            p -= lr * d
+        p = sgd_decay_shrink(self.lrs, wd, momentum, dampening, nesterov)  # the optimizer's zero-gradient recurrence
         return {"decay_horizon": round(wd * sum(self.lrs) / (1 - momentum), 4), "shrink": round(p, 5),
                 "weight_decay": wd, "momentum": momentum, "nesterov": nesterov, "steps": len(self.lrs)}
