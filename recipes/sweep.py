@@ -263,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         with open(result, encoding="utf-8") as f:
             run = json.load(f)
         new = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
-        append_row(csv_path, record_row(entry, seed, run), comments + (column_roles(run) if new else []))
+        # A run may name what it read (``header``: e.g. the corpus and its SHA-256); the first run's lines head the CSV.
+        header = list(run.get("header", [])) if new else []
+        append_row(csv_path, record_row(entry, seed, run), comments + header + (column_roles(run) if new else []))
         comments = []  # provenance once per sweep invocation
         render_all()
 
