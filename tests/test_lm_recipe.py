@@ -214,3 +214,13 @@ def test_three_step_run_of_the_horizon_config_records_the_corpus(tmp_path):
     assert measured["shrink"] == pytest.approx((1 - 2e-4) ** 2, abs=1e-5)
     assert [row["step"] for row in record["gamma_trajectory"]] == [1, 2, 3]
     assert set(record["gamma_trajectory"][-1]) >= {"gamma_rms_branch", "gamma_rms_head"}
+    # The report script draws the trajectory of such records.
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "guidelines-seed0.json").write_text((out / "results.json").read_text())
+    spec = importlib.util.spec_from_file_location("lm_trajectory", os.path.join(RECIPES, "reports", "lm_trajectory.py"))
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    assert report.main(["--runs", str(runs), "--out", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").stat().st_size > 0
+    assert report.end_lines(report.load_runs(str(runs), 0))[0].startswith("guidelines: γ RMS at step 3: branch ")
