@@ -24,7 +24,6 @@ import json
 import math
 import os
 import platform
-import sys
 import sysconfig
 import time
 from collections import Counter
@@ -32,10 +31,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
-
 from recipe_utils import (
     GammaTrajectoryCallback,
     RunArguments,
@@ -46,6 +41,7 @@ from recipe_utils import (
     parse_args,
     write_results,
 )
+from torch.utils.data import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel, HfArgumentParser, set_seed
 
 from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments

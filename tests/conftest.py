@@ -8,7 +8,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, os.path.dirname(__file__))  # tests/models.py, tests/hub_mock.py
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The suite's one path set-up: tests/ (models.py, hub_mock.py) and recipes/ (each recipe imports recipe_utils and
+# sweep_records as its neighbours, as it does under `python recipes/<name>.py`).
+for _path in (os.path.join(os.path.dirname(HERE), "recipes"), HERE):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 
 @pytest.fixture

@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
+
+from hf_gammareg.sweeps import read_sweep_csv, summarize
+from hf_gammareg.tables import markdown_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-
-from hf_gammareg.sweeps import read_sweep_csv, summarize  # noqa: E402
-from hf_gammareg.tables import markdown_table  # noqa: E402
 
 POLICIES = ("guidelines", "hf-default", "all")
 

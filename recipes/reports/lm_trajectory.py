@@ -18,12 +18,10 @@ import glob
 import json
 import os
 import re
-import sys
+
+from hf_gammareg._plotting import new_figure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-
-from hf_gammareg._plotting import new_figure  # noqa: E402
 
 ROLES = ("branch", "head")
 ENTRIES = ("hf-default", "guidelines", "all", "only:head")
