@@ -1,3 +1,5 @@
+import functools
+import importlib.util
 import os
 import sys
 
@@ -33,3 +35,16 @@ def mock_hub(monkeypatch):
     huggingface_hub.set_client_factory(hub.client)
     yield hub
     huggingface_hub.set_client_factory(_http.default_client_factory)
+
+
+@functools.cache
+def load_recipe(name: str):
+    """A module of ``recipes/`` by its path there (``"sweep"``, ``"lm_pretrain"``, ``"reports/lm_trajectory"``),
+    loaded once, as the recipes run it (its neighbours importable)."""
+    path = os.path.join(os.path.dirname(HERE), "recipes", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"recipe_{name.replace('/', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+

@@ -16,8 +16,8 @@ import time
 
 import pytest
 import torch
+from conftest import load_recipe
 from models import tiny_bert
-from test_cifar_recipe import load as load_recipe
 from transformers import get_cosine_schedule_with_warmup
 
 from hf_gammareg import GammaRegTrainer, decay_horizon, planned_decay_horizon

@@ -1,15 +1,13 @@
 """The language-model pretraining recipe: --help, a few steps on a tiny random GPT-2 and a tiny text file, the γ
 weight decay in its optimizer per policy (written out by hand from docs/design.md), the data helpers, and bad input."""
 
-import functools
 import hashlib
-import importlib.util
 import json
 import os
-import sys
 
 import pytest
 import torch
+from conftest import load_recipe
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 WD = 0.1
@@ -25,13 +23,8 @@ DECAY = {  # policy -> the weight decay each γ gets in the optimizer, by hand
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
 
 
-@functools.cache
 def load():
-    spec = importlib.util.spec_from_file_location("recipe_lm_pretrain", os.path.join(RECIPES, "lm_pretrain.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("lm_pretrain")
 
 
 @pytest.fixture
@@ -218,9 +211,7 @@ def test_three_step_run_of_the_horizon_config_records_the_corpus(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     (runs / "guidelines-seed0.json").write_text((out / "results.json").read_text())
-    spec = importlib.util.spec_from_file_location("lm_trajectory", os.path.join(RECIPES, "reports", "lm_trajectory.py"))
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_recipe("reports/lm_trajectory")
     assert report.main(["--runs", str(runs), "--out", str(tmp_path / "t.png")]) == 0
     assert (tmp_path / "t.png").stat().st_size > 0
     assert report.end_lines(report.load_runs(str(runs), 0))[0].startswith("guidelines: γ RMS at step 3: branch ")

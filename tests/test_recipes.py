@@ -2,8 +2,6 @@
 sweep writes its tables. Expected γ sets are written out by hand from docs/design.md § Reference classifications."""
 
 import csv
-import functools
-import importlib.util
 import json
 import os
 import sys
@@ -11,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import load_recipe
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 WD = 0.05
@@ -32,13 +31,7 @@ MARIAN_GAMMAS = {
 }
 
 
-@functools.cache
-def load(name):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", os.path.join(RECIPES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+load = load_recipe
 
 
 @pytest.fixture(scope="module")
