@@ -191,7 +191,7 @@ def _warn_unused(model: nn.Module, report: GammaReport, unreached: list[str]) ->
 def _finish(report: GammaReport, model, run_model, trace: Trace, invariance, device) -> GammaReport:
     """Read every γ's role from the recorded forward: find the γ and where their signals start, then propagate."""
     names = {id(p): n for n, p in run_model.named_parameters()}
-    graph = Graph(trace.sink, set(names), trace.data_seeds, trace.float_input_ids)
+    graph = Graph(trace.sink, set(names), trace.data_seeds, trace.float_input_ids, trace.view_writes)
     modules = dict(run_model.named_modules())
     normalizing = _normalizing_modules(graph, trace, modules)
     sources, outside, never_called = _gamma_sources(report, graph, trace, modules, names, normalizing)
