@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 
-from .analysis.inputs import describe_inputs
+from .analysis.inputs import describe_inputs, dummy_inputs_apply
 from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
 from .config import CONFIG_NAME, GammaRegConfig
 from .horizon import GroupHorizon, decay_horizon
@@ -259,6 +259,8 @@ class GammaRegMixin:
                 if self.is_world_process_zero():
                     logger.info("hf_gammareg: %s", report.inputs_line())
                 return report
+            if not dummy_inputs_apply(model):  # a wrapper whose forward no dummy batch can fit: no retries to list
+                raise self._gamma_inputs_error(model, batch, why_not, batch_error, None) from batch_error
         try:
             report = classify_gammas(model, invariance=invariance)
         except GammaAnalysisError as exc:
@@ -315,19 +317,22 @@ class GammaRegMixin:
             return collator(rows), None
 
     def _gamma_inputs_error(self, model, batch, why_not, batch_error, dummy_error) -> GammaAnalysisError:
+        """The model's own exception on the training batch first; then the dummy batches, if any were tried."""
         name = type(model).__name__
         if batch is not None:
-            tried = f"the first training batch ({describe_inputs(batch)}), which raised {_model_error(batch_error)}"
+            text = (f"could not read the γ roles of {name} from the first training batch ({describe_inputs(batch)}): "
+                    f"its forward raised {_model_error(batch_error)}")
         else:
-            tried = f"no training batch ({why_not})"
-        dummies = getattr(dummy_error, "tried", [])
-        dummy_errors = getattr(dummy_error, "errors", []) or [str(dummy_error)]
+            text = f"could not read the γ roles of {name}: no training batch ({why_not})"
+        if dummy_error is not None:
+            dummies = getattr(dummy_error, "tried", [])
+            dummy_errors = getattr(dummy_error, "errors", []) or [str(dummy_error)]
+            built = "built from its config" if getattr(model, "config", None) is not None else "guessed from its layers"
+            text += (f"; nor on {len(dummies)} dummy batch(es) {built} ("
+                     + "; ".join(f"{{{d}}}" for d in dummies) + f"), the last of which raised {dummy_errors[-1]}")
         return GammaAnalysisError(
-            f"could not read the γ roles of {name}: its forward ran on none of the batches tried — {tried}; "
-            f"{len(dummies)} dummy batch(es) built from its config ("
-            + "; ".join(f"{{{d}}}" for d in dummies) + f"), the last of which raised {dummy_errors[-1]}. "
-            "Remedies: pass GammaRegTrainer(..., gamma_inputs=batch) with one batch your model's forward accepts "
-            "(a dict of tensors), or a precomputed gamma_report=classify_gammas(model, inputs=batch).")
+            text + ". Remedies: pass GammaRegTrainer(..., gamma_inputs=batch) with one batch your model's forward "
+            "accepts (a dict of tensors), or a precomputed gamma_report=classify_gammas(model, inputs=batch).")
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         try:
@@ -438,7 +443,7 @@ def _model_error(exc: GammaAnalysisError) -> str:
     """The model's own exception behind a failed analysis pass, in one line."""
     errors = getattr(exc, "errors", None)
     if errors:
-        return errors[-1]
+        return errors[-1].split(": ", 1)[-1]  # less the "on cpu: " of which pass it was
     cause = exc.__cause__ or exc
     return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
 

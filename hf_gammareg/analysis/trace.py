@@ -107,6 +107,9 @@ class Trace:
     data_seeds: list  # embedding lookups of the integer input data: where it enters the graph
     float_input_ids: set[int]  # ids of the floating-point input tensors (data, not parameters)
     output: Any  # the model's own output
+    # The op of each in-place write into a view (`x[:, :k] = v`, `x[..., 0].mul_(2)`), by the autograd sequence
+    # number of the `CopySlices` node it leaves, which does not say which op it was.
+    view_writes: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 class _Recorder:
@@ -120,6 +123,7 @@ class _Recorder:
         self._data_storages = data_storages
         self._stack: list[int] = []
         self._handles = []
+        self._views: list = []  # (call index, a norm's output that is a view, its version, its base's node)
 
     def __enter__(self):
         # Global module hooks: two registrations instead of two per module (per-module handles cost
@@ -148,6 +152,8 @@ class _Recorder:
             if key in norms:
                 tensor = output[0] if isinstance(output, (tuple, list)) and output else output
                 node = tensor.grad_fn if isinstance(tensor, torch.Tensor) else None
+                if node is not None and tensor._is_view() and tensor._base.numel() == tensor.numel():
+                    self._views.append((len(self.calls), tensor, tensor._version, tensor._base.grad_fn))
             elif key in embeddings:
                 self._embedding_hook(mod, args, output)
             self.calls.append(ModuleCall(names[key], start, seq(), key in norms, node, grad))
@@ -166,6 +172,14 @@ class _Recorder:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        # A norm whose output is a view of its result (a channels-first norm's `y.transpose(1, 2)`), written in
+        # place later (`out[~mask] = 0`): autograd records the write on the view's base, so what follows the write
+        # no longer passes through the view's own node. The version counter, shared by a view and its base, shows
+        # the write; the base's node (the same elements) is then where γ's signal starts.
+        for k, tensor, version, base_node in self._views:
+            if tensor._version != version and base_node is not None:
+                self.calls[k] = dataclasses.replace(self.calls[k], node=base_node)
+        self._views.clear()
 
 
 
@@ -256,6 +270,34 @@ class _ValueTable:
 
 
 _MAX_TRACKED = 1 << 20  # values of at most this many elements are kept alongside a meta tensor
+_IN_PLACE: dict = {}  # op overload -> its name if it writes into its first argument (`copy_`, `index_put_`), else None
+
+
+def _note_view_write(view_writes: dict[int, str], func, args) -> None:
+    """Record ``func`` in ``view_writes`` if it writes in place into a view: by the autograd sequence number current
+    while it runs, which the ``CopySlices`` node it leaves on the view's base takes."""
+    name = _IN_PLACE.get(func, False)
+    if name is False:
+        schema = getattr(getattr(func, "_schema", None), "arguments", None)  # none on a higher-order op
+        writes = bool(schema) and schema[0].alias_info is not None and schema[0].alias_info.is_write
+        name = _IN_PLACE[func] = func.overloadpacket.__name__ if writes else None
+    if name is not None and isinstance(args[0], torch.Tensor) and args[0]._is_view():
+        view_writes[torch._C._autograd._get_sequence_nr()] = name
+
+
+class _ViewWrites(TorchDispatchMode):
+    """Off ``meta``, only records the in-place writes into views (``_MetaForward`` does it on ``meta``)."""
+
+    supports_higher_order_operators = True  # flex attention and the like pass through untouched
+
+    def __init__(self):
+        super().__init__()
+        self.view_writes: dict[int, str] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if args:
+            _note_view_write(self.view_writes, func, args)
+        return func(*args, **(kwargs or {}))
 
 
 def _is_meta(x) -> bool:
@@ -280,11 +322,16 @@ class _MetaForward(TorchDispatchMode):
     * Computes the result metadata of common pointwise ops directly (see ``_FAST_BINARY``). Autograd
       sits above this mode, so the recorded graph is the same; only the result's strides may be
       contiguous where the real op would have kept an input's layout.
+    * Records the op of every in-place write into a view (``view_writes``): autograd's ``CopySlices`` node
+      for ``x[:, :k] = v`` or ``x[..., 0].tanh_()`` does not say which op wrote, and the dataflow reading
+      needs to know (a copy keeps the scale of what it writes, ``tanh_`` does not). The node takes the
+      sequence number current while the op runs.
     """
 
     def __init__(self):
         super().__init__()
         self.values = _ValueTable()  # meta tensor -> its CPU value
+        self.view_writes: dict[int, str] = {}
 
     def track(self, meta: torch.Tensor, value: torch.Tensor) -> None:
         if value.numel() <= _MAX_TRACKED:
@@ -293,6 +340,8 @@ class _MetaForward(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         first = args[0] if args else None
+        if args:
+            _note_view_write(self.view_writes, func, args)
         if _is_meta(first) and first not in self.values:
             # The common case: an activation, shapes only. No operand list to build, no value to compute.
             if func in _FAST_BINARY:
@@ -532,6 +581,8 @@ def record_forward(model: nn.Module, inputs, device) -> Trace:
             mode = stack.enter_context(_MetaForward())
             for tensor, value in values:
                 mode.track(tensor, value)
+        else:
+            mode = stack.enter_context(_ViewWrites())
         output = _call(model, inputs)
     sink_name, out = _output_tensor(output)
     if out.grad_fn is None:
@@ -547,5 +598,5 @@ def record_forward(model: nn.Module, inputs, device) -> Trace:
             "is the forward wrapped in torch.no_grad or are all parameters detached?"
         )
     return Trace(sink=out.grad_fn, sink_name=sink_name, calls=rec.calls, data_seeds=rec.data_seeds,
-                 float_input_ids=float_ids, output=output)
+                 float_input_ids=float_ids, output=output, view_writes=mode.view_writes)
 
