@@ -72,6 +72,33 @@ def test_a_plain_sft_config_stays_an_sft_config(tmp_path):
     assert trainer.args.max_length == 24 and trainer.args.gamma_policy == "guidelines"
 
 
+def test_converted_arguments_survive_pickling(tmp_path):
+    # The Trainer saves its arguments with torch.save (training_args.bin); the made class pickles through SFTConfig.
+    trainer = GammaRegSFTTrainer(model=_model(), args=SFTConfig(**_config(tmp_path), max_length=24),
+                                 train_dataset=_dataset(), processing_class=_tokenizer())
+    path = tmp_path / "training_args.bin"
+    torch.save(trainer.args, path)
+    loaded = torch.load(path, weights_only=False)
+    assert type(loaded) is type(trainer.args) and loaded.max_length == 24
+    assert loaded.gamma_config == trainer.gamma_config
+
+
+def test_plain_arguments_keep_their_class_or_take_the_trainers(tmp_path):
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
+
+    from hf_gammareg import GammaRegSeq2SeqTrainingArguments
+    from hf_gammareg.training_args import convert_training_args
+
+    plain = TrainingArguments(output_dir=str(tmp_path), report_to="none", weight_decay=0.3)
+    assert type(convert_training_args(plain)) is GammaRegTrainingArguments
+    # Seq2SeqTrainer reads the seq2seq fields: a plain TrainingArguments given to GammaRegSeq2SeqTrainer gains them
+    raised = convert_training_args(plain, GammaRegSeq2SeqTrainingArguments)
+    assert type(raised) is GammaRegSeq2SeqTrainingArguments and raised.weight_decay == 0.3
+    seq2seq = Seq2SeqTrainingArguments(output_dir=str(tmp_path), report_to="none", predict_with_generate=True)
+    kept = convert_training_args(seq2seq, GammaRegTrainingArguments)
+    assert type(kept) is GammaRegSeq2SeqTrainingArguments and kept.predict_with_generate
+
+
 def test_arguments_with_gamma_fields_are_used_as_they_are(tmp_path):
     args = GammaRegSFTConfig(**_config(tmp_path), gamma_policy="none")
     trainer = GammaRegSFTTrainer(model=_model(), args=args, train_dataset=_dataset(), processing_class=_tokenizer())
