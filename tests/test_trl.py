@@ -45,7 +45,7 @@ def _model():
 
 
 def _config(tmp_path, **kw):
-    return dict(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-2,
+    return dict(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-2,
                 weight_decay=0.1, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, **kw)
 
 
