@@ -46,23 +46,39 @@ class GammaRegMixin:
     the dataset's iteration untouched. Dummy inputs built from the config are the fallback: no training
     data, a streaming (iterable) dataset, which is never read ahead, or a first batch the model rejects (with
     a warning). The report's ``inputs_source`` records which.
+
+    It composes with any `Trainer` subclass, ``class GammaRegSFTTrainer(GammaRegMixin, SFTTrainer)``: arguments
+    with the ``gamma_*`` fields (a dataclass of `GammaRegArgumentsMixin` and the trainer's own arguments class)
+    are used as they are; plain ones (an ``SFTConfig``) become a subclass of their own class with the ``gamma_*``
+    defaults (:func:`~hf_gammareg.training_args.convert_training_args`).
     """
 
-    _gamma_args_class: type = GammaRegTrainingArguments
+    #: Built when ``args`` is None; a plain `TrainingArguments` it extends is raised to it.
+    gamma_args_class: type = GammaRegTrainingArguments
 
     def __init__(self, model=None, args=None, *pos, gamma_report: GammaReport | None = None, gamma_inputs=None,
                  **kwargs):
         if gamma_report is not None and gamma_inputs is not None:
             raise ValueError("gamma_report= and gamma_inputs=: give one — the report already holds the roles that "
                              "gamma_inputs would be read from")
-        args = convert_training_args(args, self._gamma_args_class)
+        args = convert_training_args(args, self.gamma_args_class)
         self.gamma_config: GammaRegConfig = args.gamma_config
         self.gamma_report: GammaReport | None = gamma_report
         self.gamma_inputs = gamma_inputs
         self.gamma_plan: GammaDecayPlan | None = None
         self.gamma_horizon: GroupHorizon | None = None  # set when training starts (see gamma_decay_horizon)
         self._gamma_plan_model: nn.Module | None = None  # the model (maybe wrapped) whose names the plan holds
-        super().__init__(model, args, *pos, **kwargs)
+        try:
+            super().__init__(model, args, *pos, **kwargs)
+        except TypeError as exc:
+            if "gamma_" not in str(exc):
+                raise
+            # A base that rebuilds arguments not of its own class (TRL's trainers: `SFTConfig(**args.to_dict())`).
+            raise TypeError(
+                f"{type(self).__name__}: a base trainer rebuilt the {type(args).__name__} as its own arguments class, "
+                f"which has no gamma_* fields ({exc}). Pass args= of the class it expects (e.g. SFTConfig(...)), "
+                "which gains the gamma_* defaults, or of a dataclass of GammaRegArgumentsMixin and that class for "
+                "gamma_* values.") from exc
         if self.optimizer is not None and self.gamma_config.regularization == "decoupled":
             logger.warning(
                 "hf_gammareg: an optimizer was passed in, so its parameter groups (and their weight decay) "
@@ -527,10 +543,10 @@ class GammaRegTrainer(GammaRegMixin, Trainer):
     the first batch of ``train_dataset`` when there is one (see `GammaRegMixin`).
     """
 
-    _gamma_args_class = GammaRegTrainingArguments
+    gamma_args_class = GammaRegTrainingArguments
 
 
 class GammaRegSeq2SeqTrainer(GammaRegMixin, Seq2SeqTrainer):
     """`transformers.Seq2SeqTrainer` counterpart of `GammaRegTrainer`."""
 
-    _gamma_args_class = GammaRegSeq2SeqTrainingArguments
+    gamma_args_class = GammaRegSeq2SeqTrainingArguments

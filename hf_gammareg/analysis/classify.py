@@ -16,7 +16,16 @@ from ..roles import INVARIANCE_MODES, GammaAnalysisError
 from .graph import Graph, Propagation, own_ops
 from .inputs import candidate_inputs, describe_inputs, input_shapes, single_example, with_placeholders
 from .norms import is_candidate, is_norm_module, is_torch_norm, norm_gamma, normalizes
-from .trace import TemporaryAnalysisState, Trace, meta_copy, model_device, record_forward
+from .trace import (
+    ForeignForward,
+    TemporaryAnalysisState,
+    Trace,
+    instance_forwards,
+    meta_copy,
+    model_device,
+    record_forward,
+    use_class_forwards,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,19 +128,31 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
 
     on_meta = model_device(model).type == "meta"
     if not on_meta:
-        run_model = meta_copy(model)
+        repointed: list = []
+        run_model = meta_copy(model, repointed)
+        for patch in repointed:
+            logger.info("hf_gammareg: %s, which closes over the original model; the meta copy runs it with the "
+                        "closure pointed at the copy", patch)
         run_model.eval()
         device = torch.device("meta")
-        for batch in _attempts(model, inputs, device, failures):
-            try:
-                trace = record_forward(run_model, batch, device)
-            except GammaAnalysisError:
-                raise
-            except Exception as exc:  # this batch (or meta itself) does not work: try the next
-                note(batch, "meta", exc)
-                continue
-            report.inputs_shapes = input_shapes(batch)
-            return _finish(report, model, run_model, trace, invariance, device)
+        # Nothing on meta draws random numbers; the fork makes sure of it for a forward that would.
+        with torch.random.fork_rng(devices=[]):
+            for batch in _attempts(model, inputs, device, failures):
+                try:
+                    trace = _record_copy(model, run_model, batch, device)
+                except GammaAnalysisError:
+                    raise
+                except ForeignForward as exc:
+                    warnings.warn(
+                        f"{type(model).__name__}: the forward of its meta copy reaches the model itself ({exc}), so "
+                        "the copy cannot show the dataflow; the roles are read on the model itself instead (eval "
+                        "mode; weights, buffers and RNG restored after).", stacklevel=4)
+                    break
+                except Exception as exc:  # this batch (or meta itself) does not work: try the next
+                    note(batch, "meta", exc)
+                    continue
+                report.inputs_shapes = input_shapes(batch)
+                return _finish(report, model, run_model, trace, invariance, device)
     device = model_device(model)
     try:
         with TemporaryAnalysisState(model, restore_buffers=not on_meta):
@@ -172,6 +193,31 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
             "collator produces), or a precomputed `gamma_report=` to the Trainer.")
         error.tried, error.errors = tried, errors
         raise error from exc
+
+
+def _record_copy(model: nn.Module, run_model: nn.Module, batch, device) -> Trace:
+    """The recorded forward of the meta copy ``run_model``; never the real ``model``'s.
+
+    A forward set on an instance can still reach the original through something the copy shares with it (a
+    closure over a container, a global): the guard stops it at the first touch, and the pass is run again through
+    each class's own forward. Where even that reaches the original, `ForeignForward` names what was patched.
+    """
+    try:
+        return record_forward(run_model, batch, device, original=model)
+    except ForeignForward as exc:
+        patched = instance_forwards(run_model)
+        if not patched:
+            raise ForeignForward(f"{exc}; no forward is set on a module instance, so the reference is elsewhere "
+                                 "(a hook, a module attribute)") from None
+        logger.info("hf_gammareg: the forward of the meta copy of %s reached the original model (%s): %s; the roles "
+                    "are read through the class's own forward on the copy", type(model).__name__, exc,
+                    "; ".join(str(p) for p in patched))
+        use_class_forwards(run_model)
+    try:
+        return record_forward(run_model, batch, device, original=model)
+    except ForeignForward as exc:
+        raise ForeignForward(f"{exc}, even through the class's own forward; patched: "
+                             + "; ".join(str(p) for p in patched)) from None
 
 
 def _first_line(exc: BaseException) -> str:
