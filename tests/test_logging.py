@@ -51,12 +51,15 @@ def test_example_script_logging_shows_the_table_with_trainers_lines(tmp_path, fl
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_processes_print_the_table_once_even_with_replicas_at_info(tmp_path):
-    proc = run_launcher([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    # the README's CPU multi-process command, through the accelerate config shipped with the recipes
+    proc = run_launcher([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                         str(REPO / "recipes" / "configs" / "accelerate_cpu_2proc.yaml"),
                          "--main_process_port", str(_free_port()), str(SCRIPT),
                          "--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--max_steps", "2",
                          "--per_device_train_batch_size", "4", "--weight_decay", "0.05", "--report_to", "none",
                          "--save_strategy", "no", "--disable_tqdm", "true", "--log_level_replica", "info"])
     out = proc.stdout + proc.stderr
+    # one run over two processes (4 a process, 8 in all), not two runs side by side
+    assert out.count("Total train batch size (w. parallel, distributed & accumulation) = 8") == 2
     assert out.count(RUNNING) == 2  # Trainer's own line: both processes log at INFO
     assert out.count(TABLE) == 1 and out.count(HORIZON) == 1  # the table: the main process only
