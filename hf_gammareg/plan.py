@@ -254,14 +254,16 @@ class GammaDecayPlan:
         return notices
 
     def to_table(self, model: nn.Module, optimizer=None, *, arg_prefix: str = "", lr_scheduler=None,
-                 num_steps: int | None = None, horizon: GroupHorizon | None = None) -> str:
+                 num_steps: int | None = None, horizon: GroupHorizon | None = None, notices: bool = True) -> str:
         """What ``optimizer`` does to each γ of ``model``: a header, one row per γ, a summary, the notices.
 
         The coefficient column is read from ``optimizer.param_groups`` (the plan's own value, marked as
         planned, when ``optimizer`` is ``None``). Rows: parameter (as the analysis names it), role,
         decayed, coefficient, reason; "(include)"/"(exclude)" marks a decision a regex changed. Given
         ``num_steps`` (and the ``lr_scheduler``, if any) with the optimizer — or a computed ``horizon`` — a
-        "decay horizon:" line says what weight decay alone does to the decayed γ over the run.
+        "decay horizon:" line says what weight decay alone does to the decayed γ over the run. ``notices=False``
+        leaves out the lines of :meth:`notices`, for a caller that logs them on their own (the horizon's notice,
+        which describes the run rather than naming a fix, stays).
         """
         if horizon is None and optimizer is not None and num_steps is not None:
             horizon = self.horizon(model, optimizer, num_steps, lr_scheduler)
@@ -295,7 +297,8 @@ class GammaDecayPlan:
             lines.append(horizon_line)
         if self.report is not None:
             lines.append(self.report.inputs_line())
-        lines += [f"! {n}" for n in self._notices(rows, arg_prefix)]
+        if notices:
+            lines += [f"! {n}" for n in self._notices(rows, arg_prefix)]
         if horizon_notice:
             lines.append(f"! {horizon_notice}")
         return "\n".join(lines)

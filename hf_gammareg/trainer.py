@@ -8,7 +8,6 @@ everything else is HF's own logic.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import random
@@ -18,6 +17,7 @@ import weakref
 import torch
 from torch import nn
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
+from transformers.utils import logging as hf_logging
 
 from .analysis.inputs import describe_inputs, dummy_inputs_apply
 from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
@@ -30,7 +30,11 @@ from .roles import GammaAnalysisError
 from .training_args import GammaRegSeq2SeqTrainingArguments, GammaRegTrainingArguments, convert_training_args
 from .wrappers import unwrap_model
 
-logger = logging.getLogger(__name__)
+# What the trainer says goes where `Trainer`'s own lines go: a child of transformers' `transformers.trainer` logger
+# inherits its verbosity (`set_verbosity`, --log_level / --log_level_replica, which `Trainer.__init__` applies), its
+# handler and its format. transformers' example scripts raise only that logger to INFO, so a logger of our own
+# stayed silent there; and muting `transformers.trainer` mutes these lines with Trainer's.
+logger = hf_logging.get_logger("transformers.trainer.hf_gammareg")
 
 
 class GammaRegMixin:
@@ -141,19 +145,21 @@ class GammaRegMixin:
         return optimizer
 
     # -- what the optimizer does, γ by γ ----------------------------------------------------------------
-    def gamma_table(self) -> str:
+    def gamma_table(self, *, notices: bool = True) -> str:
         """The table of what this trainer's optimizer does to each γ (read from ``optimizer.param_groups``).
 
         A header (policy, invariance, include/exclude, coefficients), one row per γ (role, decayed or
         not, the coefficient of the param group that holds it, the reason), a summary line, and "!" lines
         for what deserves attention, each with its fix. Before the optimizer exists, the planned values.
-        `train()` logs the same text once, from the main process: at WARNING when there is a "!" line,
-        else at INFO.
+        `train()` logs it once, from the main process, where `Trainer` logs (logger
+        ``transformers.trainer.hf_gammareg``, so transformers' verbosity and ``--log_level`` decide): the table at
+        INFO, then the "!" lines that name a fix at WARNING. ``notices=False`` leaves those out.
         """
         if self.gamma_plan is None:
             self._gamma_plan_for(self.model, set(super().get_decay_parameter_names(self.model)))
         horizon = self.gamma_horizon if self.gamma_horizon is not None else self.gamma_decay_horizon()
-        return self.gamma_plan.to_table(self._gamma_plan_model, self.optimizer, arg_prefix="gamma_", horizon=horizon)
+        return self.gamma_plan.to_table(self._gamma_plan_model, self.optimizer, arg_prefix="gamma_", horizon=horizon,
+                                        notices=notices)
 
     # -- the decay horizon ------------------------------------------------------------------------------
     def gamma_decay_horizon(self) -> GroupHorizon | None:
@@ -202,10 +208,13 @@ class GammaRegMixin:
         self.gamma_horizon = self.gamma_decay_horizon()
         if not self.is_world_process_zero():
             return
-        # The horizon's notice ("decay barely moves γ") is what every fine-tuning run gets: it informs, so on
-        # its own it keeps the table at INFO; the other notices name something to fix.
+        # The table (with the horizon and its notice: "decay barely moves γ" is what every fine-tuning run gets, it
+        # informs) shows wherever Trainer's INFO lines do; the notices that name a fix follow it at WARNING, so
+        # that they show at transformers' default verbosity too.
+        logger.info("hf_gammareg: %s", self.gamma_table(notices=False))
         notices = plan.notices(self._gamma_plan_model, self.optimizer, arg_prefix="gamma_")
-        logger.log(logging.WARNING if notices else logging.INFO, "hf_gammareg: %s", self.gamma_table())
+        if notices:
+            logger.warning("hf_gammareg: %s", "\n".join(f"! {n}" for n in notices))
         if plan.frozen:
             logger.info("hf_gammareg: %d γ do not require grad and are left out of the optimizer", len(plan.frozen))
 
