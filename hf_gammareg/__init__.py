@@ -12,8 +12,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-from .analysis import dummy_inputs, find_gammas
-from .policy import NAMED_POLICIES, classify_gammas, parse_policy, select_decayed
+from .analysis import classify_gammas, dummy_inputs, find_gammas
+from .policy import NAMED_POLICIES, parse_policy, select_decayed
 from .report import GammaReport
 from .roles import INVARIANCE_MODES, ROLES, GammaAnalysisError
 

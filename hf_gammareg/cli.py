@@ -187,7 +187,7 @@ def format_table(report, policy: str, *, include=(), exclude=(), width: int | No
 
 
 def _inspect(args) -> int:
-    from .policy import classify_gammas
+    from .analysis import classify_gammas
     from .roles import GammaAnalysisError
 
     try:

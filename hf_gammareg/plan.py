@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .analysis import classify_gammas
 from .config import GammaRegConfig, check_coefficient
+from .hf_rule import hf_default_decay_names
 from .horizon import GroupHorizon, decay_horizon, horizon_lines
-from .policy import classify_gammas, hf_default_decay_names, unmatched_pattern_notices
+from .policy import unmatched_pattern_notices
 from .report import GammaReport
 from .roles import ROLES
 from .tables import text_table

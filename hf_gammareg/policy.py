@@ -6,11 +6,10 @@ import difflib
 import re
 from typing import TYPE_CHECKING, Iterable
 
+from .hf_rule import hf_default_decay_names  # noqa: F401  (the HF rule, re-exported where it was)
 from .roles import ROLES
 
 if TYPE_CHECKING:  # pragma: no cover
-    from torch import nn
-
     from .report import GammaReport
 
 NAMED_POLICIES = ("guidelines", "hf-default", "all", "none")
@@ -165,31 +164,6 @@ def check_pattern_backtracking(pattern: str, field_name: str) -> None:
             "its length to that power; anchor the pattern or spell out the literal parts")
 
 
-def classify_gammas(model: "nn.Module", inputs=None, *, invariance: str = "exact") -> "GammaReport":
-    """Assign every normalization scale γ of ``model`` one of the roles in ``ROLES``, and note which γ
-    ``transformers.Trainer`` would decay (``report.hf_default``, what the ``hf-default`` policy follows).
-
-    Args:
-        model: any ``nn.Module``; Hugging Face models get dummy inputs from their config.
-        inputs: one tiny batch for the forward pass: a dict of keyword tensors, a tuple of positional
-            ones, or a tensor. ``None`` builds dummy inputs.
-        invariance: ``"exact"`` (a signal scales with γ only through positively homogeneous ops) or
-            ``"approximate"`` (every op passes the scale on). See docs/design.md § Invariance modes.
-
-    The roles are read by `hf_gammareg.analysis.read_roles` from one forward pass — on a ``meta`` copy of the
-    model whenever it can, else on the model itself with its weights, modes, ``requires_grad`` flags and RNG
-    left as they were. The report records which batch the pass ran on (``inputs_source``, ``inputs_shapes``);
-    γ a dummy pass does not reach get no role and one warning naming their modules; when no batch runs, the
-    `GammaAnalysisError` names each batch tried, the model's own exception, and the remedies.
-    """
-    from .analysis import read_roles
-
-    report = read_roles(model, inputs, invariance=invariance)
-    if report.norm_types:
-        report.hf_default = sorted(hf_default_decay_names(model) & set(report.norm_types))
-    return report
-
-
 def select_decayed(
     report: "GammaReport", policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()
 ) -> set[str]:
@@ -225,20 +199,16 @@ def select_decayed(
     return decayed
 
 
-# transformers.Trainer's name patterns for "no decay" (transformers 5.x `Trainer.get_decay_parameter_names`).
-_HF_NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
+def __getattr__(name: str):
+    # Moved in 0.2: classify_gammas reads roles, so it lives with the analysis (hf_gammareg.analysis); the
+    # policies sit below it. The old import path works for one release.
+    if name == "classify_gammas":
+        import warnings
 
+        from .analysis import classify_gammas
 
-def hf_default_decay_names(model: "nn.Module") -> set[str]:
-    """The parameter names ``transformers.Trainer`` decays for ``model``: its rule, without importing the Trainer.
-
-    ``Trainer.get_decay_parameter_names`` is ``get_parameter_names(model, [nn.LayerNorm], <the patterns
-    above>)``; this applies the same call through ``trainer_pt_utils`` (the Trainer module costs ~85 MB).
-    `GammaRegTrainer` does not use it: it passes the Trainer's own names, so ``hf-default`` there is the
-    installed Trainer's split by construction; ``benchmarks/architecture_coverage.py`` checks on every
-    buildable model type that the two agree.
-    """
-    from torch import nn
-    from transformers.trainer_pt_utils import get_parameter_names
-
-    return set(get_parameter_names(model, [nn.LayerNorm], _HF_NO_DECAY_PATTERNS))
+        warnings.warn("hf_gammareg.policy.classify_gammas moved to hf_gammareg.classify_gammas "
+                      "(hf_gammareg.analysis.classify_gammas); the old path goes in the next release",
+                      DeprecationWarning, stacklevel=2)
+        return classify_gammas
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

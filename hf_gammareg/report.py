@@ -1,4 +1,8 @@
-"""`GammaReport`: the role of every γ of a model, with reasons; tables, summaries and JSON."""
+"""`GammaReport`: the role of every γ of a model, with reasons; tables, summaries and JSON.
+
+Layering: below the analysis (which builds reports), above the policies (`decay_names`, `to_table` and `summary`
+apply one to the report's roles); tests/test_layering.py checks it.
+"""
 
 from __future__ import annotations
 
@@ -82,7 +86,8 @@ class GammaReport:
         self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()
     ) -> set[str]:
         """The γ names that ``policy`` decays (see :func:`hf_gammareg.policy.select_decayed`)."""
-        # The policy layer sits above the report; a convenience for callers that hold only a report.
+        # The policies sit below the report (they know a report only by its fields); imported here, where
+        # it is used, so that reading a report's JSON loads no policy code.
         from .policy import select_decayed
 
         return select_decayed(self, policy, include=include, exclude=exclude)

@@ -18,13 +18,13 @@ from torch import nn
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 from transformers.utils import logging as hf_logging
 
+from .analysis import classify_gammas
 from .analysis.inputs import describe_inputs, dummy_inputs_apply
 from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
 from .config import CONFIG_NAME, GammaRegConfig
 from .first_batch import first_training_batch
 from .horizon import GroupHorizon, decay_horizon
 from .plan import GammaDecayPlan, gamma_decay_plan, l2_penalty, refuse_sharded
-from .policy import classify_gammas
 from .report import GammaReport
 from .roles import GammaAnalysisError
 from .training_args import GammaRegSeq2SeqTrainingArguments, GammaRegTrainingArguments, convert_training_args

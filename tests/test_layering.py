@@ -28,12 +28,39 @@ def test_param_groups_imports_no_trainer_and_no_training_arguments():
 # -- the import graph ------------------------------------------------------------------------------------------
 import ast  # noqa: E402
 import pathlib  # noqa: E402
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "hf_gammareg"
 
+# The layers, bottom first (README § Layout, docs/design.md § Layout). A module imports — at module level or inside
+# a function, lazily or not — only from its own layer or below; within a layer the imports form no cycle.
+LAYERS = [
+    ("vocabulary and leaf tools", {"roles", "tables", "_plotting", "compat", "wrappers", "horizon", "hf_rule"}),
+    ("policies: roles → which γ are decayed", {"policy"}),
+    ("the report: roles and reasons", {"report"}),
+    ("the dataflow analysis: model → report", {"analysis"}),
+    ("the config that travels with a model", {"config"}),
+    ("the decision as optimizer groups; sweep records", {"plan", "sweeps"}),
+    ("the HF integration's parts", {"callbacks", "training_args", "first_batch"}),
+    ("the trainers", {"trainer"}),
+    ("the command line", {"cli"}),
+    ("the package's exports", {""}),
+]
 
-def _module_name(path: pathlib.Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+
+def _layer(module: str) -> int:
+    """The layer of ``hf_gammareg.x.y`` (by ``x``)."""
+    top = module.split(".")[1] if "." in module else ""
+    for k, (_name, members) in enumerate(LAYERS):
+        if top in members:
+            return k
+    raise AssertionError(f"{module} is in no layer of tests/test_layering.py: place it in LAYERS")
+
+
+def _module_name(path: pathlib.Path, package: pathlib.Path) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -45,9 +72,13 @@ def _resolve(module: str, node: ast.ImportFrom, is_package: bool) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def _imports(path: pathlib.Path):
-    """``(module, [(imported module, names, top_level)])`` for one file of the package."""
-    module = _module_name(path)
+def _imports(path: pathlib.Path, package: pathlib.Path):
+    """``(module, [(imported module, names, top_level, in a module __getattr__)])`` for one file of the package.
+
+    Imports under ``if TYPE_CHECKING:`` are left out (they never run). An import inside a module-level
+    ``__getattr__`` is marked: that is a deprecation shim forwarding a name that moved up.
+    """
+    module = _module_name(path, package)
     tree = ast.parse(path.read_text(encoding="utf-8"))
     type_checking = {id(n) for n in ast.walk(tree) if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)}
     top = set()
@@ -57,36 +88,44 @@ def _imports(path: pathlib.Path):
         elif isinstance(n, ast.Try):  # `try: import x except ImportError:` at module level
             top |= {id(m) for m in ast.walk(n) if isinstance(m, (ast.Import, ast.ImportFrom))}
     skip = {id(m) for n in ast.walk(tree) if id(n) in type_checking for m in ast.walk(n)}
+    shim = {id(m) for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "__getattr__"
+            for m in ast.walk(n)}
     out = []
     for n in ast.walk(tree):
         if id(n) in skip:
             continue
         if isinstance(n, ast.ImportFrom):
             target = _resolve(module, n, path.name == "__init__.py")
-            out.append((target, [a.name for a in n.names], id(n) in top))
+            out.append((target, [a.name for a in n.names], id(n) in top, id(n) in shim))
         elif isinstance(n, ast.Import):
-            out += [(a.name, [], id(n) in top) for a in n.names]
+            out += [(a.name, [], id(n) in top, id(n) in shim) for a in n.names]
     return module, out
 
 
-def _package_modules():
-    return {p: _imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
+def _package_modules(package: pathlib.Path = PACKAGE):
+    return {p: _imports(p, package) for p in sorted(package.rglob("*.py"))}
 
 
-def test_no_import_cycle_in_the_package():
-    """Module-level imports inside hf_gammareg form no cycle (function-level imports are the lazy, upward ones)."""
+def _graph(package: pathlib.Path) -> dict[str, set[str]]:
+    """Module → the package modules it imports, function-level imports counted (deprecation shims are not)."""
+    modules = _package_modules(package)
+    known = {module for module, _ in modules.values()}
     graph: dict[str, set[str]] = {}
-    for module, imports in _package_modules().values():
+    for module, imports in modules.values():
         deps = set()
-        for target, names, top in imports:
-            if not top or not target.startswith("hf_gammareg"):
+        for target, names, _top, shim in imports:
+            if shim or not target.startswith("hf_gammareg"):
                 continue
-            deps.add(target)
-            deps |= {f"{target}.{n}" for n in names}  # `from . import x` imports the submodule x
+            submodules = {f"{target}.{n}" for n in names if f"{target}.{n}" in known}
+            deps |= submodules  # `from . import x` imports the submodule x ...
+            if len(submodules) < len(names) or not names:
+                deps.add(target)  # ... and `from . import name` the package's own name
         graph[module] = deps
-    graph = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
-    # A package's __init__ imports its submodules; a submodule importing a sibling through the package name
-    # would be a cycle through __init__ — that is what the edges say.
+    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+
+
+def import_cycles(package: pathlib.Path = PACKAGE) -> list[list[str]]:
+    graph = _graph(package)
     state: dict[str, int] = {}
     cycles = []
 
@@ -102,20 +141,45 @@ def test_no_import_cycle_in_the_package():
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
-    # `hf_gammareg.analysis` (the package) and its submodules import each other by design: __init__ re-exports.
-    real = [c for c in cycles if not all(x.startswith("hf_gammareg.analysis") for x in c)
-            and not (c[0] == "hf_gammareg" or c[-1] == "hf_gammareg")]
-    assert real == []
+    # A package's __init__ re-exports its submodules, which import their siblings directly: the package and its
+    # own submodules are one unit, not a cycle.
+    def unit(c):
+        return all(x == c[0] or x.startswith(c[0] + ".") or c[0].startswith(x + ".") for x in c)
+
+    return [c for c in cycles if not unit(c)]
+
+
+def upward_imports(package: pathlib.Path = PACKAGE) -> list[str]:
+    """Every import (any level, lazy or not) of a module in a higher layer than the importer's."""
+    out = []
+    for module, deps in _graph(package).items():
+        for d in sorted(deps):
+            if _layer(d) > _layer(module):
+                out.append(f"{module} ({LAYERS[_layer(module)][0]}) imports {d} ({LAYERS[_layer(d)][0]})")
+    return out
+
+
+def private_names_across_modules(package: pathlib.Path = PACKAGE) -> list[str]:
+    offenders = []
+    for path, (module, imports) in _package_modules(package).items():
+        for target, names, _top, _shim in imports:
+            if target.startswith("hf_gammareg") and target != module:
+                offenders += [f"{module}: {target}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
+    return offenders
+
+
+def test_no_import_cycle_in_the_package():
+    """Imports inside hf_gammareg — module-level and function-level — form no cycle."""
+    assert import_cycles() == []
+
+
+def test_no_module_imports_from_a_layer_above_it():
+    assert upward_imports() == []
 
 
 def test_no_private_name_is_used_across_modules():
     """`from .x import _name` across modules of the package: a seam that should have a public name."""
-    offenders = []
-    for path, (module, imports) in _package_modules().items():
-        for target, names, _top in imports:
-            if target.startswith("hf_gammareg") and target != module:
-                offenders += [f"{module}: {target}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
-    assert offenders == []
+    assert private_names_across_modules() == []
 
 
 def test_the_analysis_knows_no_policy_and_no_trainer():
@@ -123,6 +187,38 @@ def test_the_analysis_knows_no_policy_and_no_trainer():
     above = ("hf_gammareg.policy", "hf_gammareg.plan", "hf_gammareg.config", "hf_gammareg.trainer",
              "hf_gammareg.training_args", "hf_gammareg.callbacks", "hf_gammareg.cli", "transformers.trainer")
     offenders = [f"{module} imports {target}" for path, (module, imports) in _package_modules().items()
-                 if module.startswith("hf_gammareg.analysis") for target, _names, _top in imports
+                 if module.startswith("hf_gammareg.analysis") for target, _names, _top, _shim in imports
                  if target.startswith(above)]
     assert offenders == []
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """A copy of the package to plant a violation in: ``plant(module file, code)`` appends ``code`` to it."""
+    root = tmp_path / "hf_gammareg"
+    shutil.copytree(PACKAGE, root, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def plant(relative: str, code: str) -> pathlib.Path:
+        path = root / relative
+        path.write_text(path.read_text(encoding="utf-8") + "\n\n" + code + "\n", encoding="utf-8")
+        return root
+
+    return plant
+
+
+def test_the_checks_catch_a_planted_lazy_upward_import(planted):
+    root = planted("roles.py", "def _later():\n    from .plan import GammaDecayPlan\n    return GammaDecayPlan")
+    assert upward_imports(root) == ["hf_gammareg.roles (vocabulary and leaf tools) imports hf_gammareg.plan "
+                                    "(the decision as optimizer groups; sweep records)"]
+    assert upward_imports() == []  # the package itself is clean
+
+
+def test_the_checks_catch_a_planted_private_name(planted):
+    root = planted("report.py", "from .tables import _width  # noqa")
+    assert private_names_across_modules(root) == ["hf_gammareg.report: hf_gammareg.tables._width"]
+
+
+def test_the_checks_catch_a_planted_cycle(planted):
+    planted("tables.py", "def _later():\n    from .horizon import decay_horizon\n    return decay_horizon")
+    root = planted("horizon.py", "def _later():\n    from .tables import text_table\n    return text_table")
+    assert [set(c) for c in import_cycles(root)] == [{"hf_gammareg.horizon", "hf_gammareg.tables"}]

@@ -63,3 +63,12 @@ def test_a_pattern_string_is_one_regex_everywhere():
     assert plan.config.include == [pattern]
     with pytest.raises(ValueError, match="include: expected a regular expression or a list"):
         GammaRegConfig(include=3)
+
+
+def test_classify_gammas_at_its_old_path_warns_and_is_the_same_function():
+    import hf_gammareg.policy as policy
+    from hf_gammareg import classify_gammas
+
+    with pytest.warns(DeprecationWarning, match="moved to hf_gammareg.classify_gammas"):
+        moved = policy.classify_gammas
+    assert moved is classify_gammas

@@ -4,12 +4,12 @@
 * :mod:`.inputs` — one tiny batch of dummy inputs, from the model's config and signature;
 * :mod:`.trace` — the recorded forward pass on a meta-device copy (module spans, meta kernels);
 * :mod:`.graph` — the autograd graph and the per-γ propagation that decides each role;
-* :mod:`.classify` — :func:`read_roles`, which ties them together into a :class:`~hf_gammareg.report.GammaReport`
-  (`hf_gammareg.classify_gammas` adds what `transformers.Trainer`'s rule decays).
+* :mod:`.classify` — :func:`read_roles`, which ties them together into a :class:`~hf_gammareg.report.GammaReport`,
+  and :func:`classify_gammas` (the public entry: `read_roles` plus what `transformers.Trainer`'s rule decays).
 """
 
-from .classify import read_roles
+from .classify import classify_gammas, read_roles
 from .inputs import dummy_inputs
 from .norms import find_gammas, is_norm_module, norm_gamma
 
-__all__ = ["read_roles", "dummy_inputs", "find_gammas", "is_norm_module", "norm_gamma"]
+__all__ = ["classify_gammas", "read_roles", "dummy_inputs", "find_gammas", "is_norm_module", "norm_gamma"]

@@ -11,6 +11,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from ..hf_rule import hf_default_decay_names
 from ..report import GammaReport
 from ..roles import INVARIANCE_MODES, GammaAnalysisError
 from .graph import Graph, Propagation, own_ops
@@ -368,4 +369,27 @@ def _complete(report: GammaReport, model, device, never_called: set[str], sink_n
             f" and {len(report.untracked) - 4} more" if len(report.untracked) > 4 else "")
         warnings.warn(f"{type(model).__name__}: {len(report.untracked)} γ ({shown}) are {_OUTSIDE_AUTOGRAD}.",
                       stacklevel=4)  # one sentence per model, however many γ
+    return report
+
+
+def classify_gammas(model: "nn.Module", inputs=None, *, invariance: str = "exact") -> "GammaReport":
+    """Assign every normalization scale γ of ``model`` one of the roles in ``ROLES``, and note which γ
+    ``transformers.Trainer`` would decay (``report.hf_default``, what the ``hf-default`` policy follows).
+
+    Args:
+        model: any ``nn.Module``; Hugging Face models get dummy inputs from their config.
+        inputs: one tiny batch for the forward pass: a dict of keyword tensors, a tuple of positional
+            ones, or a tensor. ``None`` builds dummy inputs.
+        invariance: ``"exact"`` (a signal scales with γ only through positively homogeneous ops) or
+            ``"approximate"`` (every op passes the scale on). See docs/design.md § Invariance modes.
+
+    The roles are read by `hf_gammareg.analysis.read_roles` from one forward pass — on a ``meta`` copy of the
+    model whenever it can, else on the model itself with its weights, modes, ``requires_grad`` flags and RNG
+    left as they were. The report records which batch the pass ran on (``inputs_source``, ``inputs_shapes``);
+    γ a dummy pass does not reach get no role and one warning naming their modules; when no batch runs, the
+    `GammaAnalysisError` names each batch tried, the model's own exception, and the remedies.
+    """
+    report = read_roles(model, inputs, invariance=invariance)
+    if report.norm_types:
+        report.hf_default = sorted(hf_default_decay_names(model) & set(report.norm_types))
     return report
