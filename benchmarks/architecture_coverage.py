@@ -52,10 +52,25 @@ def shrink(config, seen=None) -> None:
             try:
                 setattr(config, key, 2)
             except Exception:  # noqa: BLE001 - some configs guard attributes; leave them
-                pass
+                continue
+            if key == "num_hidden_layers":
+                _follow_cut(config, value)
     for value in list(vars(config).values()):
         if isinstance(value, PretrainedConfig):
             shrink(value, seen)
+
+
+def _follow_cut(config, n_before: int) -> None:
+    """Lists of layer indices (Mllama's ``intermediate_layers_indices``) follow the cut from ``n_before`` layers to
+    2: each index maps to the layer at the same depth fraction, so no index points past the last layer."""
+    for key, value in list(vars(config).items()):
+        if ("layer" in key and ("indices" in key or "index" in key or key.endswith("_ids")) and isinstance(value, list)
+                and value and all(isinstance(i, int) and not isinstance(i, bool) for i in value)):
+            mapped = sorted({min(1, max(0, i) * 2 // n_before) for i in value})
+            try:
+                setattr(config, key, mapped)
+            except Exception:  # noqa: BLE001
+                pass
 
 
 def build(model_type: str):

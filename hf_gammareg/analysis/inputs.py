@@ -186,6 +186,15 @@ class _Builder:
                 "pixel_attention_mask": [torch.ones(_BATCH, side * side, dtype=torch.long, device=self.device)],
                 "spatial_shapes": [torch.tensor([[side, side]] * _BATCH, dtype=torch.long, device=self.device)]}
 
+    def tiles(self) -> dict:
+        """Tiled image towers (Mllama): ``(batch, images, tiles, C, H, W)`` pixels, each image's aspect-ratio id
+        and which of its ``max_num_tiles`` tiles hold pixels (all of them here)."""
+        tiles = _find(self.config, "max_num_tiles", default=4)
+        h, w = _image_hw(self.config)
+        return {"pixel_values": [self.zeros(_BATCH, 1, tiles, self.channels(), h, w)],
+                "aspect_ratio_ids": [self.ids(_BATCH, 1)],
+                "aspect_ratio_mask": [self.ids(_BATCH, 1, tiles)]}
+
     def build(self, name: str) -> list:
         """Candidate tensors for the input ``name`` (first = most likely), or ``[]`` if unknown."""
         if name in _ID_INPUTS or name.endswith("input_ids"):
@@ -246,6 +255,8 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
         fixed = b.patches_and_grid(tensor_name, grid_name)
     elif "spatial_shapes" in names:  # NaFlex towers (SigLIP 2): patches, their mask and the (h, w) grid of each image
         fixed = b.naflex_patches()
+    elif "aspect_ratio_ids" in names:
+        fixed = b.tiles()
     if (getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params
             and "decoder_input_ids" not in names):
         names.append("decoder_input_ids")
@@ -273,6 +284,10 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
     base = {n: v[0] for n, v in options.items()}
     for late in _late_inputs(model, b, params, options):
         yield {**base, **late, **use_cache}
+    if not use_cache and _accepts(forward, "use_cache") and any(hasattr(c, "use_cache") for c in _configs(config)):
+        # A forward that takes `use_cache` through **kwargs (a VLM passing it on to its text model) and builds a
+        # cache its layers cannot all fill (linear-attention layers only: no sequence length to read).
+        yield {**base, "use_cache": False}
 
 
 def _late_inputs(model: nn.Module, b: _Builder, params: dict, options: dict) -> list[dict]:
@@ -295,6 +310,7 @@ def _late_inputs(model: nn.Module, b: _Builder, params: dict, options: dict) -> 
     if "input_ids" in params and "input_ids" not in options and "pixel_values" in options:
         extra["input_ids"] = b.ids(_BATCH, _SEQ)
     batches = [extra] if extra else []
+    batches += _layout_inputs(config, b, params, options)
     if "pixel_values" in params:
         image = {"pixel_values": b.image()[0]}
         if "input_ids" in params and "input_ids" not in options:
@@ -309,6 +325,125 @@ def _late_inputs(model: nn.Module, b: _Builder, params: dict, options: dict) -> 
         # Idefics 2/3, SmolVLM: (batch, images per sample, channels, height, width)
         batches.append({**extra, **image, "pixel_values": image["pixel_values"].unsqueeze(1)})
     return batches
+
+
+# Values a default config leaves unset (``None``) that a forward reads. A Hub checkpoint's config sets them, so a
+# model built from a bare config (``AutoConfig.for_model``, as `hf-gammareg inspect` does for a model type) fails
+# where the Trainer on the real checkpoint would run. None of them changes which module's output reaches which:
+# a router that keeps 1 expert per token on meta still routes every token through every expert (torch answers
+# `nonzero` as if all were set), a window as long as the positions masks nothing, a pad or placeholder id is a
+# token id like any other.
+_TOKEN_GAPS = ("image_token_id", "image_token_index", "video_token_id", "audio_token_id")
+_TOP_K = ("num_experts_per_tok", "top_k", "topk", "moe_top_k", "topk_group", "n_group")
+
+
+def _gap_values(config) -> dict[str, int]:
+    """``{field: value}`` for the unset fields of one config that a forward may need, from its own fields."""
+    vocab = getattr(config, "vocab_size", None)
+    if not isinstance(vocab, int):
+        vocab = _find(config, "vocab_size")
+    out: dict[str, int] = {}
+    fields = {**vars(config), **{k: getattr(config, k, None) for k in getattr(config, "attribute_map", {}) or {}}}
+    for key in fields:
+        if getattr(config, key, 0) is not None:
+            continue
+        if key == "pad_token_id" and isinstance(vocab, int):
+            # the end-of-text id where the config has one (what tokenizers without a pad token reuse), else 0
+            eos = getattr(config, "eos_token_id", None)
+            out[key] = eos if isinstance(eos, int) and 0 <= eos < vocab else 0
+        elif key in _TOKEN_GAPS and isinstance(vocab, int) and vocab > 2:
+            out[key] = vocab - 1  # the dummy text is all 1s: the last id stands apart from it
+        elif key in _TOP_K and _find(config, "num_experts", "n_routed_experts", "num_local_experts"):
+            out[key] = 1
+        elif key in ("sliding_window", "attention_chunk_size"):
+            out[key] = _find(config, "max_position_embeddings", default=4096)
+    return out
+
+
+def with_config_gaps_filled(model: nn.Module, copy) -> tuple[nn.Module, list[str]] | None:
+    """A copy of ``model`` (made by ``copy``, a meta copy) with the values its config leaves unset and its forward
+    needs filled in from the config's own fields (see ``_gap_values``), and those fields as ``config.key = value``;
+    ``None`` when there is nothing to fill. The user's model and config are never touched: the copy has its own
+    config (and its modules their own attributes, where they took a value such as a router's top-k at init)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    run = copy(model)
+    filled = []
+    for c in _configs(run.config):
+        for key, value in _gap_values(c).items():
+            try:
+                setattr(c, key, value)
+            except Exception:  # noqa: BLE001 - a guarded attribute stays as it is
+                continue
+            filled.append(f"{type(c).__name__}.{key} = {value}")
+    for name, module in run.named_modules():
+        for key in _TOP_K:
+            if key in vars(module) and vars(module)[key] is None:
+                setattr(module, key, 1)
+                filled.append(f"{name or type(run).__name__}.{key} = 1")
+        # Multimodal RoPE whose (t, h, w) sections fall back to a checkpoint's default when `rope_parameters` has
+        # no `mrope_section`, yet the frequencies were sized from this config's head_dim: the sections scaled to
+        # the frequencies, in the same proportions.
+        sections, inv_freq = getattr(module, "mrope_section", None), getattr(module, "inv_freq", None)
+        if (isinstance(sections, (list, tuple)) and sections and all(isinstance(x, int) for x in sections)
+                and isinstance(inv_freq, torch.Tensor) and inv_freq.dim() == 1
+                and inv_freq.shape[0] != sum(sections) and inv_freq.shape[0] >= len(sections)):
+            n, total = inv_freq.shape[0], sum(sections)
+            scaled = [max(1, x * n // total) for x in sections]
+            scaled[-1] += n - sum(scaled)
+            if scaled[-1] >= 1:
+                module.mrope_section = type(sections)(scaled)
+                filled.append(f"{name}.mrope_section = {scaled}")
+    return (run, filled) if filled else None
+
+
+def _layout_inputs(config, b: _Builder, params: dict, options: dict) -> list[dict]:
+    """Batches for layouts a forward declares optional yet needs, each read from the config: NaFlex patches with
+    their ``spatial_shapes``, token ids with a codebook axis, 4-D spectrograms, the image-token positions of a
+    grounding model, the patch grid of a vision tower (``image_grid_thw`` / ``target_sizes``)."""
+    base = {n: v[0] for n, v in options.items()}
+    out: list[dict] = []
+    if "spatial_shapes" in params and "spatial_shapes" not in options and "pixel_values" in params:
+        naflex = {n: v[0] for n, v in b.naflex_patches().items() if n in params}
+        out.append({**base, **naflex})
+    # Audio-token models whose ids carry one row per codebook: (batch, seq, codebooks), (batch, codebooks, seq)
+    # or the codebooks folded into the batch (MusicGen's decoder).
+    books = _find(config, "num_codebooks", "num_channels", "num_quantizers", "n_q")
+    ids = [n for n in ("input_ids", "decoder_input_ids") if n in options]
+    if books and books > 1 and ids:
+        for shape in ((_BATCH, _SEQ, books), (_BATCH, books, _SEQ), (_BATCH * books, _SEQ)):
+            for names in (ids[-1:], ids):  # the decoder's codes alone first (the encoder may read text)
+                out.append({**base, **{n: b.ids(*shape) for n in names}})
+    if "input_features" in options or ("input_features" in params and "input_ids" in options):
+        # (batch, channels, frames, mel): CLAP's fused spectrogram, the audio tower of a text-first dual encoder
+        mel = _find(config, "num_mel_bins", "feature_size", "n_mels", default=80)
+        out.append({**base, "input_features": b.zeros(_BATCH, 1, _find(config, "spec_size", default=400), mel)})
+    if "image_embeds_position_mask" in params:  # Kosmos-2: which text positions the image's latent queries take
+        n = _find(config, "latent_query_num", "num_query_tokens", default=64)
+        mask = torch.zeros(_BATCH, n + _SEQ, dtype=torch.long, device=b.device)
+        mask[:, 1:1 + n] = 1
+        image = {"pixel_values": b.image()[0]} if "pixel_values" in params else {}
+        out.append({**base, **image, "input_ids": b.ids(_BATCH, n + _SEQ), "image_embeds_position_mask": mask,
+                    **({"attention_mask": b.ids(_BATCH, n + _SEQ)} if "attention_mask" in base else {})})
+    if "target_sizes" in params and "pixel_values" in options:  # each image's patch grid (rows, columns)
+        h, w = _image_hw(config)
+        patch = _find(config, "patch_size", default=14)
+        out.append({**base, "target_sizes": torch.tensor([[h // patch, w // patch]] * _BATCH, device=b.device)})
+    return out
+
+
+# Forward arguments that are switches or targets, not data a batch holds.
+_NOT_DATA = ("labels", "return_dict", "use_cache", "output_attentions", "output_hidden_states", "return_loss",
+             "interpolate_pos_encoding", "past_key_values", "cache", "cache_position", "logits_to_keep", "kwargs")
+
+
+def inputs_left_out(model: nn.Module, batches) -> list[str]:
+    """The data inputs ``model``'s forward declares that none of ``batches`` held: what a user's batch may need."""
+    held = {k for batch in batches if isinstance(batch, Mapping) for k in batch}
+    return [n for n, p in _params(getattr(model, "forward", None)).items()
+            if n not in held and n not in _NOT_DATA and not n.startswith(("output_", "return_"))
+            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
 
 def input_shapes(inputs) -> dict[str, list[int]]:
