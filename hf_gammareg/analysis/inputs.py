@@ -186,6 +186,15 @@ class _Builder:
                 "pixel_attention_mask": [torch.ones(_BATCH, side * side, dtype=torch.long, device=self.device)],
                 "spatial_shapes": [torch.tensor([[side, side]] * _BATCH, dtype=torch.long, device=self.device)]}
 
+    def patches_with_positions(self) -> dict:
+        """Towers fed patches with each one's (row, column) (Gemma 4's vision model): ``(batch, patches, C·p·p)``
+        and ``(batch, patches, 2)`` over a square grid whose side the usual pooling kernels (2, 3) divide."""
+        patch, side = _find(self.config, "patch_size", default=16), 6
+        rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+        positions = torch.stack([rows.flatten(), cols.flatten()], dim=-1).expand(_BATCH, -1, -1)
+        return {"pixel_values": [self.zeros(_BATCH, side * side, self.channels() * patch * patch)],
+                "pixel_position_ids": [positions.to(self.device).contiguous()]}
+
     def tiles(self) -> dict:
         """Tiled image towers (Mllama): ``(batch, images, tiles, C, H, W)`` pixels, each image's aspect-ratio id
         and which of its ``max_num_tiles`` tiles hold pixels (all of them here)."""
@@ -226,6 +235,43 @@ class _Builder:
             return [self.zeros(_BATCH, _SEQ, width)] if width else []
         if name == "bbox":
             return [torch.zeros(_BATCH, _SEQ, 4, dtype=torch.long, device=self.device)]
+        return self.build_more(name)
+
+    def width(self) -> int | None:
+        return _find(self.config, "hidden_size", "d_model", "embed_dim", "n_embd", "dim")
+
+    def build_more(self, name: str) -> list:
+        """Inputs of rarer forwards, each shaped from the config: image prompts, flattened patches with their
+        (row, column) prefix, a sub-model's embeddings or context, reinforcement-learning trajectories, a time
+        series' frequency class, a task prompt. Asked only for inputs a forward requires or a late batch offers,
+        so no model that runs on the batches above reads a different one."""
+        width = self.width()
+        if name in ("image", "prompt_pixel_values", "prompt_masks"):
+            return self.image()[:1]
+        if name == "flattened_patches":  # Pix2Struct: (batch, patches, 2 + C·p·p), the 2 = each patch's row, column
+            size = _find(self.config, "patch_embed_hidden_size", default=768)
+            return [self.zeros(_BATCH, 16, size + 2)]
+        if name in ("inputs", "context", "context_hidden_states", "vision_features", "latents", "text_features",
+                    "decoder_queries", "vision_pos_encoding", "vision_pos_embeds", "backbone_features") or (
+                name.endswith("_embeds") and name not in ("inputs_embeds", "decoder_inputs_embeds")):
+            # A module fed by another one: a sequence of vectors of the model's width (or channels-first)
+            out = [self.zeros(_BATCH, _SEQ, width), self.zeros(_BATCH, width, _SEQ)] if width else []
+            return out + (self.waveform()[:1] if name == "inputs" else [])
+        if name == "states":
+            return [self.zeros(_BATCH, _SEQ, _find(self.config, "state_dim", default=1))]
+        if name == "actions":
+            return [self.zeros(_BATCH, _SEQ, _find(self.config, "act_dim", "action_dim", default=1))]
+        if name in ("rewards", "returns_to_go"):
+            return [self.zeros(_BATCH, _SEQ, 1)]
+        if name in ("timesteps", "freq"):  # an episode step per position; TimesFM's frequency class per series
+            return [torch.zeros(_BATCH, _SEQ if name == "timesteps" else 1, dtype=torch.long, device=self.device)]
+        if name == "mask":  # a sub-model's padding mask over its input sequence
+            return [torch.ones(_BATCH, _SEQ, dtype=torch.bool, device=self.device)]
+        if name == "merge_sizes":  # one spatial merge size per image of a flattened-patch batch
+            merge = _find(self.config, "spatial_merge_size", "merge_size", default=2)
+            return [torch.tensor([merge], dtype=torch.long, device=self.device)]
+        if name == "task_inputs":  # OneFormer: the tokenized task prompt
+            return [self.ids(_BATCH, _find(self.config, "task_seq_len", default=_SEQ))]
         return []
 
 
@@ -257,6 +303,8 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
         fixed = b.naflex_patches()
     elif "aspect_ratio_ids" in names:
         fixed = b.tiles()
+    elif "pixel_position_ids" in names:
+        fixed = b.patches_with_positions()
     if (getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params
             and "decoder_input_ids" not in names):
         names.append("decoder_input_ids")
@@ -416,9 +464,68 @@ def _layout_inputs(config, b: _Builder, params: dict, options: dict) -> list[dic
             for names in (ids[-1:], ids):  # the decoder's codes alone first (the encoder may read text)
                 out.append({**base, **{n: b.ids(*shape) for n in names}})
     if "input_features" in options or ("input_features" in params and "input_ids" in options):
-        # (batch, channels, frames, mel): CLAP's fused spectrogram, the audio tower of a text-first dual encoder
+        # (batch, channels, frames, mel): CLAP's fused spectrogram, the audio tower of a text-first dual encoder;
+        # for the latter the usual spectrograms too (a speech LM whose text comes first)
         mel = _find(config, "num_mel_bins", "feature_size", "n_mels", default=80)
         out.append({**base, "input_features": b.zeros(_BATCH, 1, _find(config, "spec_size", default=400), mel)})
+        if "input_features" not in options:
+            out += [{**base, "input_features": t} for t in b.spectrogram()]
+    width = b.width()
+    for name in ("input_features", "input_values", "hidden_states"):
+        # A sub-model fed by a front end it does not own (SpeechT5 without its pre-nets, a speech encoder behind a
+        # feature stacker): (batch, frames, width), the width its input layer takes
+        if name in options and options[name][0].is_floating_point():
+            for w in dict.fromkeys(x for x in (_find(config, "input_dim", "input_size", "feature_dim"), width) if x):
+                out.append({**base, name: b.zeros(_BATCH, _SEQ, w)})
+            # channels first, long enough for a convolutional stem: a codec half fed audio or latents
+            if name == "hidden_states":
+                keys = ("channels", "audio_channels", "vae_dim", "hidden_size")
+                for c in dict.fromkeys(x for x in (_find(config, k) for k in keys) if x):
+                    out.append({**base, name: b.zeros(_BATCH, c, 15_360 if c <= 2 else 64)})
+    grid_name = next((n for n in ("grid_thw", "image_grid_thw") if n in options), None)
+    if grid_name is not None:  # flattened patches as small images, (patches, C, p, p) or (patches, C, T, p, p)
+        tensor_name = next((n for n in ("hidden_states", "pixel_values") if n in options), None)
+        patch = _find(config, "patch_size", "spatial_patch_size", default=14)
+        temporal = _find(config, "temporal_patch_size", default=2)
+        if tensor_name is not None:
+            n = options[tensor_name][0].shape[0]
+            channels = _find(config, "in_channels", "in_chans", "num_channels", default=3)
+            out += [{**base, tensor_name: b.zeros(n, channels, patch, patch)},
+                    {**base, tensor_name: b.zeros(n, channels, temporal, patch, patch)}]
+    image = next((t for t in options.get("pixel_values", []) if t.dim() == 4), None)
+    if image is not None:
+        frames = _find(config, "num_frames")
+        if frames:  # video towers fed frames folded into the batch (X-CLIP): (batch·frames, C, H, W)
+            out.append({**base, "pixel_values": image.repeat(frames, 1, 1, 1)})
+        # image pairs (keypoint matchers): (batch, 2, C, H, W)
+        out.append({**base, "pixel_values": torch.stack([image, image], dim=1)})
+        ratios = _find(config, "scaled_images_ratios", kind=(list, tuple))
+        patch = _find(config, "patch_size")
+        if ratios and patch and min(ratios) > 0:  # DepthPro: the smallest scale must still hold one patch
+            side = int(round(patch / min(ratios)))
+            out.append({**base, "pixel_values": b.zeros(_BATCH, image.shape[1], side, side)})
+    # A mask named after its input (`input_features_mask`, `audio_mel_mask`) over that input's frames, for each
+    # candidate layout of the input: (batch, frames) with frames on either axis.
+    for mask_name in [n for n in options if n.endswith("_mask") and n[:-len("_mask")] in options]:
+        for tensor in options[mask_name[:-len("_mask")]]:
+            if tensor.dim() >= 3:
+                for frames in dict.fromkeys((tensor.shape[-1], tensor.shape[1])):
+                    out.append({**base, mask_name[:-len("_mask")]: tensor,
+                                mask_name: torch.ones(_BATCH, frames, dtype=torch.long, device=b.device)})
+    if "feature_lens" in params and "input_features" in options:
+        # Audio towers fed every sample's frames concatenated, (mel, total frames), with each sample's count
+        # (Qwen-Omni): whole chunks of 2 × n_window frames
+        mel = _find(config, "num_mel_bins", "feature_size", default=128)
+        frames = 2 * _find(config, "n_window", default=50)
+        out.append({**base, "input_features": b.zeros(mel, _BATCH * frames),
+                    "feature_lens": torch.full((_BATCH,), frames, dtype=torch.long, device=b.device)})
+    # Last, every input the forward declares that the builder can make (trajectories: states, actions, rewards…)
+    more = {n: b.build(n)[0] for n in params if n not in options and n not in _NOT_DATA and b.build(n)}
+    if more:
+        out.append({**base, **more})
+    cross = _find(config, "encoder_hidden_size", "cross_attention_hidden_size")
+    if cross and "encoder_hidden_states" in params:  # a cross-attending module whose context has its own width
+        out.append({**base, **more, "encoder_hidden_states": b.zeros(_BATCH, _SEQ, cross)})
     if "image_embeds_position_mask" in params:  # Kosmos-2: which text positions the image's latent queries take
         n = _find(config, "latent_query_num", "num_query_tokens", default=64)
         mask = torch.zeros(_BATCH, n + _SEQ, dtype=torch.long, device=b.device)
