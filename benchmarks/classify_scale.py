@@ -51,14 +51,20 @@ def measure(layers: int, repeats: int) -> dict:
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # The yardstick: one plain forward of the same meta model on the same dummy batch, with autograd on (as the
-    # analysis records it) and nothing else — no hooks, no graph reading.
+    # analysis records it) and nothing else — no module hooks, no graph reading. It runs under the analysis's meta
+    # dispatch mode, since a bare meta forward stops at transformers' data-dependent mask checks (`.all()` on a
+    # meta tensor); the mode answers them and is part of any meta forward that runs at all.
+    from hf_gammareg.analysis.trace import _MetaForward
+
     batch = dummy_inputs(model, device="meta")
-    model(**batch)  # warm-up
+    torch.set_num_threads(1)  # as the analysis runs its meta pass: each op is a few elements, threads only wait
     forward = []
-    for _ in range(repeats):
+    for i in range(repeats + 1):  # the first is a warm-up
         start = time.perf_counter()
-        model(**batch)
-        forward.append(time.perf_counter() - start)
+        with _MetaForward():
+            model(**batch)
+        if i:
+            forward.append(time.perf_counter() - start)
     return {"layers": layers, "gammas": len(report.roles), "seconds": min(times),
             "median_s": sorted(times)[len(times) // 2], "forward_s": min(forward),
             "peak_rss_above_import_mb": peak - rss_after_import,

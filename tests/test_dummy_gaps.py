@@ -162,7 +162,7 @@ def test_a_failure_is_one_line_naming_the_input_to_pass():
     text = str(info.value)
     assert "\n" not in text
     assert "You have to specify layout_ids" in text  # the model's own exception
-    assert "no dummy batch had (`layout_ids`)" in text  # the input to pass; switches are not named
+    assert "no dummy batch held: `layout_ids`)" in text  # the input to pass; switches are not named
     assert "output_attentions" not in text
 
 

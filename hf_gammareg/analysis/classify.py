@@ -186,18 +186,19 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
         if not tried:  # the builder made no batch at all: the forward names no input it knows
             raise GammaAnalysisError(
                 f"cannot build a dummy batch for {type(model).__name__}: its forward names no input the builder "
-                f"knows ({', '.join(f'`{n}`' for n in inputs_left_out(model, [])) or 'none named'}). Pass `inputs=` "
+                f"knows ({', '.join(f'`{n}`' for n in inputs_left_out(model, [])) or 'it declares none by name'}). "
+                "Pass `inputs=` "
                 "to classify_gammas with one tiny batch the model accepts, or a precomputed `gamma_report=` to the "
                 "Trainer.") from exc
         left_out = inputs_left_out(model, [b for b, _ in failures]) if inputs is None else []
-        named = (" holding what the model needs among the inputs no dummy batch had ("
-                 + ", ".join(f"`{n}`" for n in left_out[:8]) + (" …" if len(left_out) > 8 else "") + ")"
+        named = ("; inputs its forward declares that no dummy batch held: "
+                 + ", ".join(f"`{n}`" for n in left_out[:8]) + (" …" if len(left_out) > 8 else "")
                  if left_out else "")
         error = GammaAnalysisError(
             f"could not run {type(model).__name__}'s forward to read its dataflow. Tried {kind}: "
             + "; ".join(f"{{{t}}}" for t in tried) + f". The model raised: {'; '.join(shown)}. "
-            f"Pass `inputs=` to classify_gammas with one tiny batch the model accepts{named} (e.g. the dict your "
-            "data collator produces), or a precomputed `gamma_report=` to the Trainer.")
+            "Pass `inputs=` to classify_gammas with one tiny batch the model accepts (e.g. the dict your data "
+            f"collator produces{named}), or a precomputed `gamma_report=` to the Trainer.")
         error.tried, error.errors = tried, errors
         raise error from exc
 

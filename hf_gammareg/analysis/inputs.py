@@ -358,7 +358,6 @@ def _late_inputs(model: nn.Module, b: _Builder, params: dict, options: dict) -> 
     if "input_ids" in params and "input_ids" not in options and "pixel_values" in options:
         extra["input_ids"] = b.ids(_BATCH, _SEQ)
     batches = [extra] if extra else []
-    batches += _layout_inputs(config, b, params, options)
     if "pixel_values" in params:
         image = {"pixel_values": b.image()[0]}
         if "input_ids" in params and "input_ids" not in options:
@@ -372,7 +371,11 @@ def _late_inputs(model: nn.Module, b: _Builder, params: dict, options: dict) -> 
                         for t in grid["pixel_values"]]
         # Idefics 2/3, SmolVLM: (batch, images per sample, channels, height, width)
         batches.append({**extra, **image, "pixel_values": image["pixel_values"].unsqueeze(1)})
-    return batches
+        if "grid_thw" in params and "grid_thw" not in options:  # a tower whose grid is optional (PaddleOCR-VL)
+            grid = b.patches_and_grid("pixel_values", "grid_thw")
+            batches += [{**extra, "pixel_values": t, "grid_thw": grid["grid_thw"][0]} for t in grid["pixel_values"]]
+    # After all of the above, so that a model that runs on one of them reads the same batch as before.
+    return batches + _layout_inputs(config, b, params, options)
 
 
 # Values a default config leaves unset (``None``) that a forward reads. A Hub checkpoint's config sets them, so a
@@ -550,6 +553,8 @@ def inputs_left_out(model: nn.Module, batches) -> list[str]:
     held = {k for batch in batches if isinstance(batch, Mapping) for k in batch}
     return [n for n, p in _params(getattr(model, "forward", None)).items()
             if n not in held and n not in _NOT_DATA and not n.startswith(("output_", "return_"))
+            and not n.endswith(("_cache", "_labels", "position_ids"))
+            and p.default in (None, inspect.Parameter.empty)  # a default value is a switch, not data
             and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
 
