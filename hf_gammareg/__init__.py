@@ -4,7 +4,8 @@ The analysis (`classify_gammas`, `GammaReport`) and the policies load fast; the 
 use, so `hf-gammareg inspect` starts in the time torch takes to import: `param_groups` (and `decay_plan`,
 `l2_penalty`) for any `torch.optim` optimizer and training loop, `decay_horizon` (what weight decay alone does
 to a parameter over a run, from the optimizer and scheduler), and the Trainer-side names
-(`GammaRegTrainer`, the TrainingArguments subclasses, `GammaNormCallback`), which import `transformers.Trainer`.
+(`GammaRegTrainer`, `GammaRegMixin` for any other `Trainer` subclass, the TrainingArguments subclasses,
+`GammaNormCallback`), which import `transformers.Trainer`.
 """
 
 import importlib
@@ -22,6 +23,7 @@ _LAZY = {
     "GammaRegArgumentsMixin": "training_args",
     "GammaRegTrainingArguments": "training_args",
     "GammaRegSeq2SeqTrainingArguments": "training_args",
+    "GammaRegMixin": "trainer",
     "GammaRegTrainer": "trainer",
     "GammaRegSeq2SeqTrainer": "trainer",
     "param_groups": "plan",

@@ -325,12 +325,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, metavar="COLUMNS",
                    help="fit the table to this many columns (default: the terminal's width when printing to one)")
     p.add_argument("--wide", action="store_true", help="never shorten names or reasons")
+    from .horizon import planned_optimizers
+
     h = p.add_argument_group("decay horizon of a planned run (what weight decay alone does to the decayed γ)")
     h.add_argument("--lr", type=float, help="peak learning rate")
     h.add_argument("--weight-decay", type=float, help="the decayed γ's weight decay λ")
     h.add_argument("--steps", type=int, help="optimizer steps of the run")
-    h.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"),
-                   help="adamw: decoupled decay; sgd: coupled L2 (default: adamw)")
+    h.add_argument("--optimizer", default="adamw", choices=sorted(planned_optimizers()),
+                   help="the optimizer's decay: adamw decoupled, sgd coupled L2 (default: adamw)")
     h.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0)")
     h.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     h.add_argument("--schedule", default="linear",

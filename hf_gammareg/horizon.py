@@ -21,21 +21,99 @@ import copy
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 __all__ = ["GroupHorizon", "decay_horizon", "horizon_lines", "planned_decay_horizon", "sgd_decay_shrink",
-           "FINE_TUNING_SHRINK"]
+           "FINE_TUNING_SHRINK", "DecayRule", "OPTIMIZER_RULES", "register_optimizer", "decay_rule",
+           "planned_optimizers"]
 
 # Above this, weight decay moves a decayed γ by less than 5 %: the γ policy cannot change the result measurably.
 FINE_TUNING_SHRINK = 0.95
 
-# Optimizers whose weight decay is decoupled (``θ ← θ·(1 − lr·λ)``, then the update) by class name, for
-# classes that do not say so in their groups: bitsandbytes' AdamW/Lion (8-bit, paged), transformers'
-# Adafactor (when it is given an lr), torch's AdamW in versions without ``decoupled_weight_decay``.
-_DECOUPLED_NAMES = ("AdamW", "Lion", "PagedAdamW", "PagedLion", "LAMB", "LARS")
-# Coupled L2 through an adaptive (per-coordinate normalized) update: unpredictable from the schedule.
-_ADAPTIVE_COUPLED = ("Adam", "NAdam", "RAdam", "Adamax", "Adagrad", "RMSprop", "Adadelta", "SparseAdam")
+# How each optimizer applies weight decay: the one table `decay_horizon`, `planned_decay_horizon` and the CLI's
+# --optimizer read. A rule's `kind`:
+#   "decoupled"         θ ← θ·(1 − lr·λ) at every step: Π (1 − lr_t·λ), in closed form;
+#   "sgd"               SGD's coupled L2 through (Nesterov) momentum: the exact recurrence (`sgd_decay_shrink`);
+#   "adaptive-coupled"  coupled L2 divided by the gradient's running RMS: unpredictable from the schedule → None;
+#   "simulate"          the class's own step() on a stand-in scalar with a zero gradient (`decoupled` labels it).
+# A group's own ``decoupled_weight_decay`` flag (torch's Adam/AdamW) wins over the rule's. Classes that say
+# nothing fall to "simulate". Adding an optimizer is one `register_optimizer` call.
+
+
+@dataclass(frozen=True)
+class DecayRule:
+    """How one optimizer class applies weight decay, for the decay horizon.
+
+    Attributes:
+        kind: ``"decoupled"``, ``"sgd"``, ``"adaptive-coupled"`` or ``"simulate"`` (see above).
+        decoupled: for ``"simulate"``: whether the decay is decoupled (labels the horizon).
+        cli_name: the name ``planned_decay_horizon(optimizer=...)`` and ``hf-gammareg inspect --optimizer`` take
+            (``None``: not plannable).
+        build: ``(params, lr, weight_decay, momentum, nesterov) → optimizer`` for a planned run (with ``cli_name``).
+        prefix: for a rule keyed by class name: also match names that start with it (bitsandbytes' ``AdamW8bit``,
+            ``PagedAdamW32bit``).
+    """
+
+    kind: str
+    decoupled: bool = False
+    cli_name: str | None = None
+    build: Any = None
+    prefix: bool = False
+
+
+DECAY_KINDS = ("decoupled", "sgd", "adaptive-coupled", "simulate")
+# Keyed by class (matched along the optimizer's MRO: the most derived registered class wins) or by class name
+# (optimizers of packages that may not be installed: bitsandbytes, transformers' Adafactor).
+OPTIMIZER_RULES: dict[type | str, DecayRule] = {}
+
+
+def register_optimizer(key: type | str, kind: str, *, decoupled: bool = False, cli_name: str | None = None,
+                       build=None, prefix: bool = False) -> DecayRule:
+    """Declare how optimizer class ``key`` (a class, or a class name) applies weight decay; returns the rule."""
+    if kind not in DECAY_KINDS:
+        raise ValueError(f"kind: one of {DECAY_KINDS}, got {kind!r}")
+    if cli_name is not None and build is None:
+        raise ValueError(f"cli_name {cli_name!r} needs build=(params, lr, weight_decay, momentum, nesterov) → "
+                         "optimizer")
+    rule = DecayRule(kind, decoupled=decoupled or kind == "decoupled", cli_name=cli_name, build=build, prefix=prefix)
+    OPTIMIZER_RULES[key] = rule
+    return rule
+
+
+def decay_rule(optimizer) -> DecayRule | None:
+    """The registered rule of ``optimizer``'s class: by class along its MRO, then by its class name."""
+    cls = type(optimizer)
+    for klass in cls.__mro__:
+        if klass in OPTIMIZER_RULES:
+            return OPTIMIZER_RULES[klass]
+    name = cls.__name__
+    if name in OPTIMIZER_RULES:
+        return OPTIMIZER_RULES[name]
+    for key, rule in OPTIMIZER_RULES.items():
+        if isinstance(key, str) and rule.prefix and name.startswith(key):
+            return rule
+    return None
+
+
+def planned_optimizers() -> dict[str, DecayRule]:
+    """``{cli name: rule}`` of the optimizers a planned horizon can be computed for."""
+    return {rule.cli_name: rule for rule in OPTIMIZER_RULES.values() if rule.cli_name}
+
+
+register_optimizer(torch.optim.SGD, "sgd", cli_name="sgd", build=lambda params, lr, wd, momentum, nesterov:
+                   torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                                   weight_decay=wd))
+register_optimizer(torch.optim.AdamW, "decoupled", cli_name="adamw",
+                   build=lambda params, lr, wd, momentum, nesterov: torch.optim.AdamW(params, lr=lr, weight_decay=wd))
+for _cls in (torch.optim.Adam, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adamax, torch.optim.Adagrad,
+             torch.optim.RMSprop, torch.optim.Adadelta, torch.optim.SparseAdam):
+    register_optimizer(_cls, "adaptive-coupled")  # their coupled L2; a decoupled_weight_decay=True group is decoupled
+    register_optimizer(_cls.__name__, "adaptive-coupled")  # and classes of other packages with the same name
+for _name in ("AdamW", "Lion", "PagedAdamW", "PagedLion", "LAMB", "LARS"):  # bitsandbytes (8-bit, paged) and others
+    register_optimizer(_name, "decoupled", prefix=True)
+register_optimizer("Adafactor", "simulate", decoupled=True)  # its step size may depend on the step and the RMS
 
 
 @dataclass(frozen=True)
@@ -206,7 +284,8 @@ def _group_horizon(inner, index: int, group: dict, lrs: list[float], num_steps: 
             "num_params": len(group.get("params", []))}
     if wd == 0:
         return GroupHorizon(decay="none", integral=0.0, shrink=1.0, **base)
-    if isinstance(inner, torch.optim.SGD):
+    rule = decay_rule(inner)
+    if rule is not None and rule.kind == "sgd":
         mu = float(group.get("momentum", 0.0) or 0.0)
         damp = float(group.get("dampening", 0.0) or 0.0)
         nesterov = bool(group.get("nesterov", False))
@@ -215,15 +294,14 @@ def _group_horizon(inner, index: int, group: dict, lrs: list[float], num_steps: 
                             shrink=sgd_decay_shrink(lrs, wd, mu, damp, nesterov), **base)
     decoupled = group.get("decoupled_weight_decay")
     if decoupled is None:
-        decoupled = any(name.startswith(n) or name == n for n in _DECOUPLED_NAMES) or name == "Adafactor"
-    if not decoupled and (name in _ADAPTIVE_COUPLED or isinstance(inner, (torch.optim.Adam, torch.optim.Adagrad,
-                                                                             torch.optim.RMSprop))):
+        decoupled = rule is not None and rule.decoupled
+    if not decoupled and rule is not None and rule.kind == "adaptive-coupled":
         return GroupHorizon(decay="coupled", integral=None, shrink=None, reason=(
             f"{name} adds λ·θ to the gradient (coupled L2) and then divides by the gradient's running RMS, so how far "
             "decay moves a parameter depends on the gradients, not on the schedule; use its decoupled form (AdamW, "
             "or decoupled_weight_decay=True) for a predictable decay"), **base)
     integral = wd * sum(lrs)
-    if name == "Adafactor" or not decoupled:
+    if (rule is not None and rule.kind == "simulate") or not decoupled:
         # Adafactor's step size may depend on the step count and the parameter's own RMS; any other class:
         # its own update rule, run on a scalar with a zero gradient.
         try:
@@ -300,17 +378,16 @@ def horizon_lines(horizon: GroupHorizon | None, n_decayed: int) -> tuple[str | N
     return line, notice
 
 
-_OPTIMIZERS = {"adamw": "AdamW", "sgd": "SGD"}
-
-
 def planned_decay_horizon(*, lr: float, weight_decay: float, num_steps: int, optimizer: str = "adamw",
                           momentum: float = 0.0, nesterov: bool = False, schedule: str = "linear",
                           warmup: int | float = 0) -> GroupHorizon:
-    """The horizon of a run that is only planned: ``optimizer`` (``"adamw"`` or ``"sgd"``) at ``lr`` with
-    transformers' ``schedule`` (``get_scheduler`` names: linear, cosine, constant, constant_with_warmup, …)
-    after ``warmup`` steps (a float < 1: that fraction of ``num_steps``, as ``TrainingArguments.warmup_steps``)."""
-    if optimizer not in _OPTIMIZERS:
-        raise ValueError(f"optimizer: one of {sorted(_OPTIMIZERS)}, got {optimizer!r}")
+    """The horizon of a run that is only planned: ``optimizer`` (a name of `planned_optimizers`: ``"adamw"``,
+    ``"sgd"``, or one registered) at ``lr`` with transformers' ``schedule`` (``get_scheduler`` names: linear,
+    cosine, constant, constant_with_warmup, …) after ``warmup`` steps (a float < 1: that fraction of ``num_steps``,
+    as ``TrainingArguments.warmup_steps``)."""
+    plannable = planned_optimizers()
+    if optimizer not in plannable:
+        raise ValueError(f"optimizer: one of {sorted(plannable)}, got {optimizer!r}")
     for key, value in (("lr", lr), ("weight_decay", weight_decay), ("momentum", momentum)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
             raise ValueError(f"{key}: expected a finite number >= 0, got {value!r}")
@@ -319,11 +396,7 @@ def planned_decay_horizon(*, lr: float, weight_decay: float, num_steps: int, opt
     from transformers import get_scheduler
 
     scalar = torch.zeros(1, requires_grad=True)
-    if optimizer == "sgd":
-        opt = torch.optim.SGD([scalar], lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
-                              weight_decay=weight_decay)
-    else:
-        opt = torch.optim.AdamW([scalar], lr=lr, weight_decay=weight_decay)
+    opt = plannable[optimizer].build([scalar], lr, weight_decay, momentum, nesterov)
     if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps > 0:
         warmup_steps = math.ceil(warmup * num_steps) if isinstance(warmup, float) and 0 <= warmup < 1 else int(warmup)
         scheduler = get_scheduler(schedule, opt, num_warmup_steps=warmup_steps, num_training_steps=num_steps)

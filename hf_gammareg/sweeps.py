@@ -1,6 +1,7 @@
-"""Policy sweeps as data, in one place: the append-only CSV a sweep writes (`append_row`, with its column
-declaration), per-policy statistics (`summarize`), the Markdown table (`render`) and the bar chart (`plot_sweep`).
-`recipes/sweep.py` runs the recipes; everything it records and shows is here.
+"""Reading a policy sweep: its CSV (`read_sweep_csv`), per-policy statistics (`summarize`, `t95`) and the bar chart
+(`plot_sweep`, behind ``hf-gammareg plot --sweep``). Writing one — running the recipes, appending the CSV, the
+Markdown table — is experiment machinery and lives with the recipes (``recipes/sweep.py``,
+``recipes/sweep_records.py``), outside the wheel.
 
 A sweep CSV holds one row per finished run (policy entry × seed), with ``# `` comment lines for the
 provenance (command, versions, hardware). Runs of one seed share the initial weights and the data order
@@ -17,8 +18,6 @@ import math
 import os
 import statistics
 from typing import Iterable, Sequence
-
-from .tables import markdown_cell, markdown_table
 
 # Two-sided 95 % quantiles of Student's t, t_{0.975, df}, df = 1..30 (standard table values).
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -183,139 +182,3 @@ def plot_sweep(csv_path: str, out_path: str, *, metric: str | None = None, basel
 
 
 # -- the CSV record and its Markdown table -------------------------------------------------------------------
-BASE_FIELDS = ["label", "entry", "policy", "invariance", "include", "exclude", "gamma_weight_decay", "seed"]
-TAIL_FIELDS = ["n_gammas", "n_decayed", "train_loss", "wall_s", "primary_metric"]
-
-
-def column_roles(record: dict) -> list[str]:
-    """The comment lines that declare a new CSV's columns, from the run record (`recipe_utils.RUN_RECORD`):
-    ``metrics: …`` (the record's ``metrics``, summarized per entry) and ``diagnostics: …`` (its
-    ``table_columns``, per-run figures averaged in a second table)."""
-    return [f"metrics: {' '.join(record['metrics'])}", f"diagnostics: {' '.join(record.get('table_columns', {}))}"]
-
-
-def declared_columns(comments: list[str]) -> tuple[list[str] | None, list[str]]:
-    """``(metrics, diagnostics)`` as a CSV's comment lines declare them (``None``: not declared)."""
-    metrics, diagnostics = None, []
-    for line in comments:
-        key, _, value = line.partition(": ")
-        if key == "metrics":
-            metrics = value.split()
-        elif key == "diagnostics":
-            diagnostics = value.split()
-    return metrics, diagnostics
-
-
-def append_row(csv_path: str, row: dict, comments: list[str]) -> None:
-    """Append one run; the first run writes the comment lines and fixes the columns."""
-    new = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
-    if new:
-        metrics = [k for k in row if k not in BASE_FIELDS + TAIL_FIELDS + ["recipe"]]
-        fields = BASE_FIELDS + metrics + TAIL_FIELDS + ["recipe"]
-    else:
-        with open(csv_path, encoding="utf-8", newline="") as f:
-            fields = next(csv.reader(line for line in f if not line.startswith("#")))
-    with open(csv_path, "a", encoding="utf-8", newline="") as f:
-        f.writelines(f"# {line}\n" for line in comments)
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fmt(value: float, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    return f"{0.0 if abs(value) < 0.5 * 10 ** -digits else value:+.{digits}f}"
-
-
-def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, order: list[str],
-           seeds: list[int]) -> None:
-    """Write the Markdown table of a sweep CSV (provenance, per-policy statistics, per-run diagnostics)."""
-    comments, rows = read_sweep_csv(csv_path)
-    if not rows:
-        return
-    label_key = "label" if "label" in rows[0] else "entry"
-    primary = rows[0].get("primary_metric") or "accuracy"
-    declared, extras = declared_columns(comments)
-    extras = [k for k in extras if k in rows[0]]
-    metrics = declared or [k for k in rows[0] if k not in BASE_FIELDS + TAIL_FIELDS + ["recipe"] + extras]
-    wall = sum(float(r["wall_s"]) for r in rows if r.get("wall_s"))
-    lines = [f"# {title}", ""]
-    lines += [f"- {c}" for c in comments if not c.startswith(("metrics: ", "diagnostics: "))]
-    lines += [f"- runs: {len(rows)} ({len({r[label_key] for r in rows})} entries × seeds "
-              f"{' '.join(sorted({r['seed'] for r in rows}, key=int))}); compute time, summed over runs: "
-              f"{wall / 60:.1f} min ({wall:.0f} s)"]
-    for key in extras:
-        if key.endswith("_per_s"):
-            values = [float(r[key]) for r in rows if r.get(key)]
-            lines.append(f"- {key.replace('_', ' ')}: {min(values):.0f}–{max(values):.0f} over runs, "
-                         f"mean {sum(values) / len(values):.0f}")
-    lines.append("")
-    summaries = {m: {s.label: s for s in summarize(rows, m, baseline=baseline, label_key=label_key, order=order)}
-                 for m in metrics}
-    labels = list(summaries[primary])
-    # Percentages and BLEU read well to 2 decimals; losses and perplexities (below 10) need 4.
-    dec = {m: 4 if max((abs(v) for s in summaries[m].values() for v in s.values), default=0) < 10 else 2
-           for m in metrics}
-    specs = {r[label_key]: r for r in rows}
-    any_gwd = any(r.get("gamma_weight_decay") for r in rows)
-    cols = ["entry", "γ setting", "γ decayed / total", *(f"{m} (mean ± std)" for m in metrics)]
-    if baseline:
-        cols += [f"Δ {primary} vs `{baseline}` [95 % CI]", "significant"]
-    cols += [f"{primary} per seed"]
-    table_rows = []
-    for label in labels:
-        runs = [r for r in rows if r[label_key] == label]
-        spec = specs[label]
-        setting = spec.get("policy", label) + ("" if spec.get("invariance", "exact") == "exact" else " + approximate")
-        if spec.get("include"):
-            setting += f", include `{markdown_cell(spec['include'])}`"
-        if spec.get("exclude"):
-            setting += f", exclude `{markdown_cell(spec['exclude'])}`"
-        if spec.get("gamma_weight_decay"):
-            setting += f", γ wd {spec['gamma_weight_decay']}"
-        elif any_gwd and spec.get("policy") != "none":  # say what the other γ get when some entries set it
-            setting += ", γ wd = weight decay"
-        decayed = ", ".join(sorted({f"{r['n_decayed']} / {r['n_gammas']}" for r in runs}))
-        cells = [f"`{label}`", setting, decayed]
-        cells += [f"{summaries[m][label].mean:.{dec[m]}f} ± {summaries[m][label].std:.{dec[m]}f}"
-                  if label in summaries[m] else "–" for m in metrics]
-        s = summaries[primary][label]
-        if baseline:
-            if label == baseline:
-                cells += ["(baseline)", ""]
-            elif s.ci is not None:
-                d = dec[primary]
-                cells += [f"{_fmt(s.diff, d)} [{_fmt(s.ci[0], d)}, {_fmt(s.ci[1], d)}] (n={s.n_pairs})",
-                          "**yes**" if s.significant else "no"]
-            else:
-                cells += [f"{_fmt(s.diff, dec[primary])} (n={s.n_pairs}, no CI)", "–"]
-        by_seed = dict(zip(s.seeds, s.values))
-        cells.append(", ".join(f"{by_seed[k]:.{dec[primary]}f}" if k in by_seed else "–"
-                               for k in seeds + sorted(set(by_seed) - set(seeds))))
-        table_rows.append(cells)
-    lines += markdown_table(cols, table_rows)
-    lines += ["", f"Per seed: `{primary}` for seeds {' '.join(map(str, seeds))} (– not run yet)."]
-    if baseline:
-        lines.append(
-            f"Δ: the mean over seeds of ({primary} of the entry − {primary} of `{baseline}`) for the same seed — the "
-            "recipes seed before building the model, so one seed gives every policy the same initial weights and data "
-            "order (the header says where a run did not) — with a Student-t 95 % confidence interval over the seed "
-            "pairs. \"significant\": the interval excludes 0 (each comparison on its own, no correction for testing "
-            "several).")
-    if extras:
-        lines += ["", "Per-run diagnostics (mean over seeds):", ""]
-        diagnostics = []
-        for label in labels:
-            runs = [r for r in rows if r[label_key] == label]
-            vals = []
-            for key in extras:
-                nums = [float(r[key]) for r in runs if r.get(key) not in (None, "")]
-                vals.append(f"{sum(nums) / len(nums):.4g}" if nums else "–")
-            diagnostics.append([f"`{label}`", *vals])
-        lines += markdown_table(["entry", *extras], diagnostics)
-    with open(md_path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")

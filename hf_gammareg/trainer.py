@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
 
-from .analysis.inputs import describe_inputs
+from .analysis.inputs import describe_inputs, dummy_inputs_apply
 from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
 from .config import CONFIG_NAME, GammaRegConfig
 from .horizon import GroupHorizon, decay_horizon
@@ -46,23 +46,39 @@ class GammaRegMixin:
     the dataset's iteration untouched. Dummy inputs built from the config are the fallback: no training
     data, a streaming (iterable) dataset, which is never read ahead, or a first batch the model rejects (with
     a warning). The report's ``inputs_source`` records which.
+
+    It composes with any `Trainer` subclass, ``class GammaRegSFTTrainer(GammaRegMixin, SFTTrainer)``: arguments
+    with the ``gamma_*`` fields (a dataclass of `GammaRegArgumentsMixin` and the trainer's own arguments class)
+    are used as they are; plain ones (an ``SFTConfig``) become a subclass of their own class with the ``gamma_*``
+    defaults (:func:`~hf_gammareg.training_args.convert_training_args`).
     """
 
-    _gamma_args_class: type = GammaRegTrainingArguments
+    #: Built when ``args`` is None; a plain `TrainingArguments` it extends is raised to it.
+    gamma_args_class: type = GammaRegTrainingArguments
 
     def __init__(self, model=None, args=None, *pos, gamma_report: GammaReport | None = None, gamma_inputs=None,
                  **kwargs):
         if gamma_report is not None and gamma_inputs is not None:
             raise ValueError("gamma_report= and gamma_inputs=: give one — the report already holds the roles that "
                              "gamma_inputs would be read from")
-        args = convert_training_args(args, self._gamma_args_class)
+        args = convert_training_args(args, self.gamma_args_class)
         self.gamma_config: GammaRegConfig = args.gamma_config
         self.gamma_report: GammaReport | None = gamma_report
         self.gamma_inputs = gamma_inputs
         self.gamma_plan: GammaDecayPlan | None = None
         self.gamma_horizon: GroupHorizon | None = None  # set when training starts (see gamma_decay_horizon)
         self._gamma_plan_model: nn.Module | None = None  # the model (maybe wrapped) whose names the plan holds
-        super().__init__(model, args, *pos, **kwargs)
+        try:
+            super().__init__(model, args, *pos, **kwargs)
+        except TypeError as exc:
+            if "gamma_" not in str(exc):
+                raise
+            # A base that rebuilds arguments not of its own class (TRL's trainers: `SFTConfig(**args.to_dict())`).
+            raise TypeError(
+                f"{type(self).__name__}: a base trainer rebuilt the {type(args).__name__} as its own arguments class, "
+                f"which has no gamma_* fields ({exc}). Pass args= of the class it expects (e.g. SFTConfig(...)), "
+                "which gains the gamma_* defaults, or of a dataclass of GammaRegArgumentsMixin and that class for "
+                "gamma_* values.") from exc
         if self.optimizer is not None and self.gamma_config.regularization == "decoupled":
             logger.warning(
                 "hf_gammareg: an optimizer was passed in, so its parameter groups (and their weight decay) "
@@ -259,6 +275,8 @@ class GammaRegMixin:
                 if self.is_world_process_zero():
                     logger.info("hf_gammareg: %s", report.inputs_line())
                 return report
+            if not dummy_inputs_apply(model):  # a wrapper whose forward no dummy batch can fit: no retries to list
+                raise self._gamma_inputs_error(model, batch, why_not, batch_error, None) from batch_error
         try:
             report = classify_gammas(model, invariance=invariance)
         except GammaAnalysisError as exc:
@@ -315,19 +333,22 @@ class GammaRegMixin:
             return collator(rows), None
 
     def _gamma_inputs_error(self, model, batch, why_not, batch_error, dummy_error) -> GammaAnalysisError:
+        """The model's own exception on the training batch first; then the dummy batches, if any were tried."""
         name = type(model).__name__
         if batch is not None:
-            tried = f"the first training batch ({describe_inputs(batch)}), which raised {_model_error(batch_error)}"
+            text = (f"could not read the γ roles of {name} from the first training batch ({describe_inputs(batch)}): "
+                    f"its forward raised {_model_error(batch_error)}")
         else:
-            tried = f"no training batch ({why_not})"
-        dummies = getattr(dummy_error, "tried", [])
-        dummy_errors = getattr(dummy_error, "errors", []) or [str(dummy_error)]
+            text = f"could not read the γ roles of {name}: no training batch ({why_not})"
+        if dummy_error is not None:
+            dummies = getattr(dummy_error, "tried", [])
+            dummy_errors = getattr(dummy_error, "errors", []) or [str(dummy_error)]
+            built = "built from its config" if getattr(model, "config", None) is not None else "guessed from its layers"
+            text += (f"; nor on {len(dummies)} dummy batch(es) {built} ("
+                     + "; ".join(f"{{{d}}}" for d in dummies) + f"), the last of which raised {dummy_errors[-1]}")
         return GammaAnalysisError(
-            f"could not read the γ roles of {name}: its forward ran on none of the batches tried — {tried}; "
-            f"{len(dummies)} dummy batch(es) built from its config ("
-            + "; ".join(f"{{{d}}}" for d in dummies) + f"), the last of which raised {dummy_errors[-1]}. "
-            "Remedies: pass GammaRegTrainer(..., gamma_inputs=batch) with one batch your model's forward accepts "
-            "(a dict of tensors), or a precomputed gamma_report=classify_gammas(model, inputs=batch).")
+            text + ". Remedies: pass GammaRegTrainer(..., gamma_inputs=batch) with one batch your model's forward "
+            "accepts (a dict of tensors), or a precomputed gamma_report=classify_gammas(model, inputs=batch).")
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         try:
@@ -438,7 +459,7 @@ def _model_error(exc: GammaAnalysisError) -> str:
     """The model's own exception behind a failed analysis pass, in one line."""
     errors = getattr(exc, "errors", None)
     if errors:
-        return errors[-1]
+        return errors[-1].split(": ", 1)[-1]  # less the "on cpu: " of which pass it was
     cause = exc.__cause__ or exc
     return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
 
@@ -522,10 +543,10 @@ class GammaRegTrainer(GammaRegMixin, Trainer):
     the first batch of ``train_dataset`` when there is one (see `GammaRegMixin`).
     """
 
-    _gamma_args_class = GammaRegTrainingArguments
+    gamma_args_class = GammaRegTrainingArguments
 
 
 class GammaRegSeq2SeqTrainer(GammaRegMixin, Seq2SeqTrainer):
     """`transformers.Seq2SeqTrainer` counterpart of `GammaRegTrainer`."""
 
-    _gamma_args_class = GammaRegSeq2SeqTrainingArguments
+    gamma_args_class = GammaRegSeq2SeqTrainingArguments

@@ -3,6 +3,7 @@ of a `GammaRegConfig`."""
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -96,12 +97,59 @@ class GammaRegSeq2SeqTrainingArguments(GammaRegArgumentsMixin, Seq2SeqTrainingAr
     """`transformers.Seq2SeqTrainingArguments` plus the ``gamma_*`` fields of `GammaRegArgumentsMixin`."""
 
 
-def convert_training_args(args: TrainingArguments | None, target: type) -> TrainingArguments:
-    """Turn a plain ``TrainingArguments`` into ``target`` (a GammaReg subclass), keeping every value."""
+_GAMMA_CLASSES: dict[type, type] = {
+    TrainingArguments: GammaRegTrainingArguments,
+    Seq2SeqTrainingArguments: GammaRegSeq2SeqTrainingArguments,
+}
+
+
+def gamma_arguments_class(base: type) -> type:
+    """The arguments class of ``base`` (a `TrainingArguments` subclass) with the ``gamma_*`` fields.
+
+    ``base`` itself when it has them; `GammaRegTrainingArguments` / `GammaRegSeq2SeqTrainingArguments` for
+    transformers' two; for any other (TRL's ``SFTConfig``…) a dataclass ``GammaReg<base>`` of
+    `GammaRegArgumentsMixin` and ``base``, made once. It is still a ``base``: a trainer that rebuilds arguments
+    not of its own class (``SFTTrainer`` does, with ``SFTConfig(**args.to_dict())``) keeps them as they are.
+    """
+    if issubclass(base, GammaRegArgumentsMixin):
+        return base
+    if base not in _GAMMA_CLASSES:
+        # No module holds the made class, so pickling (the Trainer's training_args.bin) goes through its base.
+        namespace = {"__doc__": f"`{base.__module__}.{base.__qualname__}` plus the ``gamma_*`` fields of "
+                                "`GammaRegArgumentsMixin`.",
+                     "__module__": __name__, "__reduce__": _reduce_made}
+        _GAMMA_CLASSES[base] = dataclass(type(f"GammaReg{base.__name__}", (GammaRegArgumentsMixin, base), namespace))
+    return _GAMMA_CLASSES[base]
+
+
+def _reduce_made(self):
+    cls = type(self)
+    base = next((b for b, made in _GAMMA_CLASSES.items() if made is cls), None)
+    if base is None:  # a subclass of a made class lives in some module: pickled by reference, as usual
+        return copyreg.__newobj__, (cls,), self.__dict__.copy()
+    return _rebuild_made, (base, self.__dict__.copy())
+
+
+def _rebuild_made(base: type, state: dict):
+    args = object.__new__(gamma_arguments_class(base))
+    args.__dict__.update(state)
+    return args
+
+
+def convert_training_args(args: TrainingArguments | None, default: type = GammaRegTrainingArguments
+                          ) -> TrainingArguments:
+    """Arguments with the ``gamma_*`` fields, every other value kept.
+
+    ``args`` itself when it has them (any `GammaRegArgumentsMixin`); ``default(output_dir="trainer_output")``
+    for ``None``; else a copy of ``args`` as ``gamma_arguments_class`` of its own class (an ``SFTConfig`` stays
+    an ``SFTConfig``), or of ``default``'s class when that extends it (a plain `TrainingArguments` given to
+    `GammaRegSeq2SeqTrainer` gains the seq2seq fields, which `Seq2SeqTrainer` reads).
+    """
     if args is None:
-        return target(output_dir="trainer_output")
-    if isinstance(args, target):
+        return default(output_dir="trainer_output")
+    if isinstance(args, GammaRegArgumentsMixin):
         return args
+    target = default if issubclass(default, type(args)) else gamma_arguments_class(type(args))
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and hasattr(args, f.name)}
     known = {f.name for f in dataclasses.fields(target) if f.init}
     return target(**{k: v for k, v in values.items() if k in known})

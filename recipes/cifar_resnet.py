@@ -30,17 +30,12 @@ import io
 import math
 import os
 import re
-import sys
 import tarfile
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
-
 from modeling_cifar_resnet import CIFAR10_CLASSES, CifarResNetConfig, CifarResNetForImageClassification, check_depth
 from recipe_utils import (
     GammaTrajectoryCallback,
@@ -53,6 +48,7 @@ from recipe_utils import (
     parse_args,
     write_results,
 )
+from torch.utils.data import DataLoader, Dataset
 from transformers import HfArgumentParser, set_seed
 
 from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments, find_gammas

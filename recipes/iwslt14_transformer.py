@@ -42,16 +42,12 @@ import html
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
-
 from recipe_utils import (
     RunArguments,
     Stopwatch,

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import platform
-import sys
 import sysconfig
 import time
 from collections import Counter
@@ -32,10 +31,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
-
 from recipe_utils import (
     GammaTrajectoryCallback,
     RunArguments,
@@ -46,10 +41,10 @@ from recipe_utils import (
     parse_args,
     write_results,
 )
+from torch.utils.data import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel, HfArgumentParser, set_seed
 
 from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments
-
 
 TEXT_SOURCES = ("file", "python-stdlib")
 
@@ -61,6 +56,8 @@ class LMArguments(RunArguments):
                 "'python-stdlib': the running interpreter's standard-library source (~12 M characters on "
                 "Python 3.11, tests excluded), built deterministically on any machine without a download; "
                 "whole files are split between training and validation (no file in both)."})
+    stdlib_root: str | None = field(default=None, metadata={
+        "help": "With python-stdlib: the standard-library folder to read (default: the running interpreter's)."})
     text_file: str = field(default="../shared/data/tinyshakespeare/input.txt",
                            metadata={"help": "A UTF-8 text file; the model is trained on its characters."})
     train_fraction: float = field(default=0.9, metadata={
@@ -207,7 +204,7 @@ def load_corpus(args: "LMArguments") -> tuple[str, str, dict]:
     if args.text_source == "file":
         return file_corpus(args.text_file, args.train_fraction, args.block_size)
     if args.text_source == "python-stdlib":
-        train, val, record = python_stdlib_corpus(args.train_fraction)
+        train, val, record = python_stdlib_corpus(args.train_fraction, args.stdlib_root)
         for name, part in (("training", train), ("validation", val)):
             if len(part) < args.block_size + 1:
                 raise ValueError(f"the {name} split has {len(part):,} characters, fewer than one window of "

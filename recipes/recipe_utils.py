@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import yaml
+from sweep_records import RunRecord
 from transformers import HfArgumentParser, TrainerCallback
 
 from hf_gammareg import gamma_norm_stats
@@ -153,20 +154,6 @@ def optimizer_gamma_record(model: torch.nn.Module, optimizer, plan, horizon=None
     }
 
 
-# The run record: the keys of every recipe's ``results.json`` that ``recipes/sweep.py`` reads. A recipe may
-# add others (samples, BLEU signatures, the γ trajectory); these must be there.
-RUN_RECORD = {
-    "recipe": "the recipe's name",
-    "seed": "the run's seed",
-    "metrics": "{name: value}: the results a sweep summarizes per entry (mean ± std, paired Δ)",
-    "primary_metric": "the key of `metrics` the sweep compares entries on",
-    "gamma": "optimizer_gamma_record(...): n_gammas, n_decayed, the decay horizon, every γ's decision",
-    "train_loss": "the mean training loss",
-    "wall_s": "the run's wall time, seconds",
-    "table_columns": "{name: value}: per-run diagnostics the sweep averages in a second table (optional)",
-}
-
-
 @dataclass
 class RunArguments:
     """The arguments every recipe takes besides its own and the `TrainingArguments`."""
@@ -181,18 +168,12 @@ class RunArguments:
 
 
 def check_run_record(record: dict[str, Any]) -> None:
-    """Refuse a run record without a key of `RUN_RECORD` (``table_columns`` is optional)."""
-    missing = [k for k in RUN_RECORD if k != "table_columns" and k not in record]
-    if missing:
-        raise ValueError(f"results.json record lacks {missing}; "
-                         "every recipe writes the keys of recipe_utils.RUN_RECORD")
-    if record["primary_metric"] not in record["metrics"]:
-        raise ValueError(f"primary_metric {record['primary_metric']!r} "
-                         f"is not one of the metrics {list(record['metrics'])}")
+    """Refuse a run record without a field `sweep_records.RunRecord` requires (``ValueError`` naming it)."""
+    RunRecord.from_dict(record)
 
 
 def finish(trainer, run: RunArguments, record: dict[str, Any], *, card: dict[str, Any] | None = None) -> None:
-    """The end of a Trainer recipe: write ``results.json`` (a `RUN_RECORD`), then push or save the model with its card.
+    """The end of a Trainer recipe: write ``results.json`` (a `RunRecord`), then push or save the model with its card.
 
     ``trainer.push_to_hub`` saves the model (with ``gammareg_config.json`` and ``gamma_report.json``), writes the
     model card (with its γ section) and uploads ``output_dir``, ``results.json`` included; ``--save_model``
@@ -213,7 +194,7 @@ def compute_accuracy(eval_pred) -> dict[str, float]:
 
 
 def write_results(owner, path: str, record: dict[str, Any]) -> None:
-    """Write ``record`` (checked against `RUN_RECORD`) as JSON from the main process only.
+    """Write ``record`` (checked against `RunRecord`) as JSON from the main process only.
 
     ``owner``: a Trainer or an ``Accelerator``.
     """

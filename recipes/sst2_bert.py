@@ -24,15 +24,10 @@ plot``). With ``--save_model true`` also the model and tokenizer, ``gammareg_con
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass, field
 
 import datasets
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
-
 from recipe_utils import (
     RunArguments,
     Stopwatch,

@@ -32,13 +32,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 
 import numpy as np
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # recipe_utils, under python and accelerate
-
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from recipe_utils import Stopwatch, compute_accuracy, optimizer_gamma_record, parse_args, write_results

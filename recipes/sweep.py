@@ -43,13 +43,9 @@ import sys
 import time
 from importlib import metadata
 
-from hf_gammareg.sweeps import (
-    append_row,
-    column_roles,
-    plot_sweep,
-    read_sweep_csv,
-    render,
-)
+from sweep_records import RunRecord, append_row, column_roles, render
+
+from hf_gammareg.sweeps import plot_sweep, read_sweep_csv
 
 DEFAULT_POLICIES = ["hf-default", "guidelines", "guidelines+approximate", "all", "none",
                     "only:branch", "only:invariant", "only:stream", "only:head"]
@@ -186,12 +182,14 @@ def hardware() -> str:
     return f"CPU only, {os.cpu_count()} cores, {model}"
 
 
-def record_row(entry: Entry, seed: int, record: dict) -> dict:
-    row = {**entry.fields(), "seed": seed, **record["metrics"],
-           "n_gammas": record["gamma"]["n_gammas"], "n_decayed": record["gamma"]["n_decayed"],
-           "train_loss": record.get("train_loss"), "wall_s": record.get("wall_s"),
-           "primary_metric": record["primary_metric"], "recipe": record.get("recipe", "")}
-    row.update(record.get("table_columns", {}))
+def record_row(entry: Entry, seed: int, record: RunRecord | dict) -> dict:
+    """The CSV row of one run: the entry's settings, the seed, the record's metrics and diagnostics."""
+    run = record if isinstance(record, RunRecord) else RunRecord.from_dict(record)
+    row = {**entry.fields(), "seed": seed, **run.metrics,
+           "n_gammas": run.gamma["n_gammas"], "n_decayed": run.gamma["n_decayed"],
+           "train_loss": run.train_loss, "wall_s": run.wall_s,
+           "primary_metric": run.primary_metric, "recipe": run.recipe}
+    row.update(run.table_columns)
     return row
 
 
@@ -261,10 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     def record(entry, seed, result):
         nonlocal comments
         with open(result, encoding="utf-8") as f:
-            run = json.load(f)
+            run = RunRecord.from_dict(json.load(f))
         new = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
         # A run may name what it read (``header``: e.g. the corpus and its SHA-256); the first run's lines head the CSV.
-        header = list(run.get("header", [])) if new else []
+        header = list(run.header) if new else []
         append_row(csv_path, record_row(entry, seed, run), comments + header + (column_roles(run) if new else []))
         comments = []  # provenance once per sweep invocation
         render_all()

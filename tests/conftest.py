@@ -1,3 +1,5 @@
+import functools
+import importlib.util
 import os
 import sys
 
@@ -8,7 +10,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, os.path.dirname(__file__))  # tests/models.py, tests/hub_mock.py
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The suite's one path set-up: tests/ (models.py, hub_mock.py) and recipes/ (each recipe imports recipe_utils and
+# sweep_records as its neighbours, as it does under `python recipes/<name>.py`).
+for _path in (os.path.join(os.path.dirname(HERE), "recipes"), HERE):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 
 @pytest.fixture
@@ -28,3 +35,16 @@ def mock_hub(monkeypatch):
     huggingface_hub.set_client_factory(hub.client)
     yield hub
     huggingface_hub.set_client_factory(_http.default_client_factory)
+
+
+@functools.cache
+def load_recipe(name: str):
+    """A module of ``recipes/`` by its path there (``"sweep"``, ``"lm_pretrain"``, ``"reports/lm_trajectory"``),
+    loaded once, as the recipes run it (its neighbours importable)."""
+    path = os.path.join(os.path.dirname(HERE), "recipes", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"recipe_{name.replace('/', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+

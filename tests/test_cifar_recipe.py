@@ -2,17 +2,15 @@
 groups, a 2-step run on a tiny synthetic CIFAR-shaped archive, bad input, and the resumable sweep."""
 
 import csv
-import functools
-import importlib.util
 import io
 import json
 import os
-import sys
 import tarfile
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_recipe
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -39,13 +37,7 @@ ABLATION = {  # sweep entry -> the γ it decays, by hand
 WD = 5e-4
 
 
-@functools.cache
-def load(name):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", os.path.join(RECIPES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+load = load_recipe
 
 
 @pytest.fixture(scope="module")

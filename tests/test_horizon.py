@@ -16,8 +16,8 @@ import time
 
 import pytest
 import torch
+from conftest import load_recipe
 from models import tiny_bert
-from test_cifar_recipe import load as load_recipe
 from transformers import get_cosine_schedule_with_warmup
 
 from hf_gammareg import GammaRegTrainer, decay_horizon, planned_decay_horizon
@@ -279,3 +279,40 @@ def test_through_accelerate_wrappers():
     opt = torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=5e-4)
     wrapped = Accelerator(cpu=True).prepare_optimizer(opt)  # an AcceleratedOptimizer (a torch Optimizer itself)
     assert decay_horizon(wrapped, 1000)[0].shrink == pytest.approx(0.607841, abs=1e-6)
+
+
+class ToyDecoupled(torch.optim.Optimizer):
+    """Decoupled decay and nothing else: θ ← θ·(1 − lr·λ)."""
+
+    def __init__(self, params, lr=0.1, weight_decay=0.0):
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+
+
+def test_an_optimizer_is_one_registry_entry(monkeypatch, capsys):
+    from hf_gammareg import horizon
+
+    param = torch.nn.Parameter(torch.ones(1))
+    opt = ToyDecoupled([param], lr=0.1, weight_decay=0.5)
+    # Unregistered, it is stepped on a stand-in scalar (its own rule, labelled coupled: nothing says otherwise).
+    before = decay_horizon(opt, 4)[0]
+    assert before.decay == "coupled" and before.shrink == pytest.approx(0.95 ** 4)
+    monkeypatch.setattr(horizon, "OPTIMIZER_RULES", dict(horizon.OPTIMIZER_RULES))
+    horizon.register_optimizer(ToyDecoupled, "decoupled", cli_name="toy",
+                               build=lambda params, lr, wd, momentum, nesterov: ToyDecoupled(params, lr, wd))
+    after = decay_horizon(opt, 4)[0]
+    # By hand: Π (1 − 0.1·0.5) over 4 steps = 0.95⁴; Σ lr·λ = 4 · 0.05 = 0.2.
+    assert after.decay == "decoupled" and after.shrink == pytest.approx(0.95 ** 4)
+    assert after.integral == pytest.approx(0.2)
+    planned = planned_decay_horizon(lr=0.1, weight_decay=0.5, num_steps=4, optimizer="toy", schedule="constant")
+    assert planned.optimizer == "ToyDecoupled" and planned.shrink == pytest.approx(0.95 ** 4)
+    assert cli_main(["inspect", "gpt2", "--lr", "0.1", "--weight-decay", "0.5", "--steps", "4", "--optimizer", "toy",
+                     "--schedule", "constant"]) == 0
+    assert "to 81 % of their value over 4 steps (decoupled decay" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="kind: one of"):
+        horizon.register_optimizer("Other", "magic")

@@ -1,14 +1,13 @@
 """The language-model pretraining recipe: --help, a few steps on a tiny random GPT-2 and a tiny text file, the γ
 weight decay in its optimizer per policy (written out by hand from docs/design.md), the data helpers, and bad input."""
 
-import functools
-import importlib.util
+import hashlib
 import json
 import os
-import sys
 
 import pytest
 import torch
+from conftest import load_recipe
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 WD = 0.1
@@ -24,13 +23,8 @@ DECAY = {  # policy -> the weight decay each γ gets in the optimizer, by hand
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
 
 
-@functools.cache
 def load():
-    spec = importlib.util.spec_from_file_location("recipe_lm_pretrain", os.path.join(RECIPES, "lm_pretrain.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("lm_pretrain")
 
 
 @pytest.fixture
@@ -112,3 +106,112 @@ def test_bad_input_fails_before_training(tmp_path, text_file, capsys):
         lm.main(tiny_argv(text_file, tmp_path / "d", "decay-everything"))
     assert exit_.value.code == 2 and "gamma_policy" in capsys.readouterr().err
     assert not any((tmp_path / d / "results.json").exists() for d in "abcd")
+
+
+# -- the corpus a run does not repeat, and the horizon config ------------------------------------------------
+def fake_stdlib(root):
+    """A small standard-library-shaped tree: modules, a package, test suites and build files to be left out."""
+    files = {
+        "abc.py": "class ABC:\n    pass\n", "argparse.py": "def parse(args):\n    return args\n",
+        "json/__init__.py": "from .decoder import decode\n", "json/decoder.py": "def decode(s):\n    return s\n",
+        "email/message.py": "class Message:\n    body = ''\n", "os.py": "sep = '/'\n",
+        "re.py": "def match(p, s): ...\n",
+        "empty/__init__.py": "",  # no characters: skipped
+        # left out: test suites, installed packages, the build's config and sysconfig data
+        "test/test_abc.py": "TEST\n", "unittest/test/test_case.py": "TEST\n", "idlelib/idle_test/x.py": "TEST\n",
+        "test_top.py": "TEST\n", "site-packages/pkg.py": "TEST\n", "config-3.11-x86_64-linux-gnu/python-config.py":
+        "TEST\n", "_sysconfigdata__linux_x86_64-linux-gnu.py": "TEST\n", "notes.txt": "TEST\n",
+    }
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text, encoding="utf-8")
+    return root
+
+
+def test_stdlib_files_leave_out_tests_packages_and_build_files(tmp_path):
+    lm = load()
+    assert lm.stdlib_files(str(fake_stdlib(tmp_path))) == [
+        "abc.py", "argparse.py", "email/message.py", "empty/__init__.py", "json/__init__.py", "json/decoder.py",
+        "os.py", "re.py"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        lm.stdlib_files(str(tmp_path / "nowhere"))
+
+
+def test_stdlib_corpus_is_deterministic_and_splits_by_file():
+    lm = load()
+    train, val, record = lm.python_stdlib_corpus(0.9)
+    again = lm.python_stdlib_corpus(0.9)
+    assert again[2]["sha256"] == record["sha256"] and (again[0], again[1]) == (train, val)
+    assert record["sha256"] == hashlib.sha256((train + val).encode("utf-8")).hexdigest()
+    assert record["val_sha256"] == hashlib.sha256(val.encode("utf-8")).hexdigest()
+    assert (record["n_train_chars"], record["n_val_chars"]) == (len(train), len(val))
+    assert record["n_chars"] >= 8_000_000  # the issue's bar: ≥ 8 M characters on every machine
+    assert record["n_files"] == record["n_train_files"] + record["n_val_files"]
+    # No file is in both splits: every validation file's text is absent from the training text, and the
+    # hash rule puts each file on one side only.
+    files = lm.stdlib_files()
+    val_files = set(record["val_files"])
+    assert val_files and val_files < set(files)
+    assert all(lm.is_validation_file(f, 0.9) == (f in val_files) for f in files)
+    root = __import__("sysconfig").get_paths()["stdlib"]
+    big = max(val_files, key=lambda f: os.path.getsize(os.path.join(root, f)))
+    with open(os.path.join(root, big), encoding="utf-8", errors="replace") as f:
+        assert f.read() not in train
+    assert not any(f.split("/")[0] in ("test", "site-packages") or "/test/" in f for f in files)
+
+
+def test_horizon_config_reaches_sigma_3_in_one_pass():
+    from hf_gammareg.trainer import planned_horizon
+
+    lm = load()
+    config = os.path.join(RECIPES, "configs", "lm_horizon_cpu.yaml")
+    args, targs = lm.parse_args(lm.make_parser(), [config, "--output_dir", "unused"])
+    assert args.text_source == "python-stdlib" and (targs.optim, targs.weight_decay) == ("adamw_torch", 0.1)
+    h = planned_horizon(targs, targs.max_steps, targs.weight_decay)
+    # By hand (the config's comment): 0.1 · 2e-3 · (200/2 + 14,000 + 2,800/2) = 3.10
+    assert h.decay == "decoupled" and h.integral >= 3
+    assert h.integral == pytest.approx(3.10, abs=0.01) and h.shrink < 0.05
+    _, _, corpus = lm.python_stdlib_corpus(args.train_fraction)
+    passes = targs.max_steps * targs.per_device_train_batch_size * args.block_size / corpus["n_train_chars"]
+    assert passes <= 1.5
+    gpu = os.path.join(RECIPES, "configs", "lm_horizon_gpu.yaml")
+    gargs, gtargs = lm.parse_args(lm.make_parser(), [gpu, "--output_dir", "unused", "--use_cpu", "--bf16", "false"])
+    g = planned_horizon(gtargs, gtargs.max_steps, gtargs.weight_decay)
+    assert gtargs.weight_decay == 0.1 and g.integral >= 3
+    gpasses = gtargs.max_steps * gtargs.per_device_train_batch_size * gargs.block_size / corpus["n_train_chars"]
+    assert gpasses <= 1.5
+
+
+def test_three_step_run_of_the_horizon_config_records_the_corpus(tmp_path):
+    lm = load()
+    root = fake_stdlib(tmp_path / "lib")
+    out = tmp_path / "run"
+    config = os.path.join(RECIPES, "configs", "lm_horizon_cpu.yaml")
+    argv = [config, "--stdlib_root", str(root), "--train_fraction", "0.6", "--block_size", "8", "--max_steps", "3",
+            "--warmup_steps", "1", "--lr_scheduler_kwargs", '{"num_decay_steps": 1}', "--per_device_train_batch_size",
+            "2", "--output_dir", str(out), "--disable_tqdm", "true", "--trajectory_window", "1"]
+    assert lm.main(argv) == 0
+    record = json.loads((out / "results.json").read_text())
+    corpus = record["corpus"]
+    train, val, expected = lm.python_stdlib_corpus(0.6, str(root))
+    assert corpus["sha256"] == expected["sha256"] == hashlib.sha256((train + val).encode("utf-8")).hexdigest()
+    assert corpus["source"] == "python-stdlib" and corpus["python"] == __import__("platform").python_version()
+    assert corpus["n_files"] == 7 and corpus["n_chars"] == len(train) + len(val)  # empty __init__.py skipped
+    assert record["header"] == [lm.corpus_line(corpus)] and corpus["sha256"] in record["header"][0]
+    assert record["passes"] == pytest.approx(3 * 2 * 8 / len(train), abs=1e-4)
+    # The measured horizon, by hand: warmup_stable_decay with 1 warm-up step (lr 0 at step 0), then 2e-3 held, and
+    # the 1-step cosine decay starts at its peak (step 2 is its first): Σ lr·λ = 0.1 · (0 + 2e-3 + 2e-3) = 4e-4.
+    measured = record["decay_horizon_measured"]
+    assert measured["steps"] == 3 and measured["decay_horizon"] == pytest.approx(4e-4)
+    assert record["table_columns"]["decay_horizon"] == measured["decay_horizon"]
+    assert measured["shrink"] == pytest.approx((1 - 2e-4) ** 2, abs=1e-5)
+    assert [row["step"] for row in record["gamma_trajectory"]] == [1, 2, 3]
+    assert set(record["gamma_trajectory"][-1]) >= {"gamma_rms_branch", "gamma_rms_head"}
+    # The report script draws the trajectory of such records.
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "guidelines-seed0.json").write_text((out / "results.json").read_text())
+    report = load_recipe("reports/lm_trajectory")
+    assert report.main(["--runs", str(runs), "--out", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").stat().st_size > 0
+    assert report.end_lines(report.load_runs(str(runs), 0))[0].startswith("guidelines: γ RMS at step 3: branch ")

@@ -2,8 +2,6 @@
 sweep writes its tables. Expected γ sets are written out by hand from docs/design.md § Reference classifications."""
 
 import csv
-import functools
-import importlib.util
 import json
 import os
 import sys
@@ -11,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import load_recipe
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 WD = 0.05
@@ -32,13 +31,7 @@ MARIAN_GAMMAS = {
 }
 
 
-@functools.cache
-def load(name):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", os.path.join(RECIPES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+load = load_recipe
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +167,8 @@ def test_sweep_table_names_the_gamma_coefficient_of_every_entry(tmp_path):
     csv_path, md_path = str(tmp_path / "t.csv"), str(tmp_path / "t.md")
     for text, seed, decayed, bleu in [("none", 1, 0, 30.0), ("guidelines+approximate", 1, 14, 30.5),
                                       ("g05=guidelines@gwd=0.5", 1, 7, 29.5)]:
-        record = {"metrics": {"tok_bleu": bleu}, "gamma": {"n_gammas": 15, "n_decayed": decayed},
-                  "primary_metric": "tok_bleu"}
+        record = {"recipe": "t", "seed": seed, "metrics": {"tok_bleu": bleu}, "train_loss": 1.0, "wall_s": 1.0,
+                  "gamma": {"n_gammas": 15, "n_decayed": decayed}, "primary_metric": "tok_bleu"}
         sweep.append_row(csv_path, sweep.record_row(sweep.parse_entry(text), seed, record), ["command: test"])
     sweep.render(csv_path, md_path, title="t", baseline="none",
                  order=["none", "guidelines+approximate", "g05"], seeds=[1])
@@ -191,7 +184,8 @@ def test_sweep_renders_while_the_baseline_has_not_landed(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     csv_path = str(results / "t.csv")
-    record = {"metrics": {"accuracy": 79.25}, "gamma": {"n_gammas": 21, "n_decayed": 18}, "primary_metric": "accuracy"}
+    record = {"recipe": "t", "seed": 0, "metrics": {"accuracy": 79.25}, "gamma": {"n_gammas": 21, "n_decayed": 18},
+              "primary_metric": "accuracy", "train_loss": 1.0, "wall_s": 1.0}
     sweep.append_row(csv_path, sweep.record_row(sweep.parse_entry("guidelines"), 0, record), ["command: test"])
     argv = ["--recipe", "unused.py", "--name", "t", "--results_dir", str(results), "--baseline", "none",
             "--policies", "none", "guidelines", "--seeds", "0", "--render_only"]
@@ -444,9 +438,10 @@ def test_run_record_is_declared_and_checked(tmp_path):
     with pytest.raises(ValueError, match="primary_metric 'b'"):
         utils.check_run_record({"recipe": "r", "seed": 0, "metrics": {"a": 1.0}, "primary_metric": "b",
                                 "gamma": {}, "train_loss": 0.1, "wall_s": 1.0})
-    from hf_gammareg.sweeps import column_roles, declared_columns
+    from sweep_records import RunRecord, column_roles, declared_columns
 
-    record = {"metrics": {"accuracy": 70.0}, "table_columns": {"images_per_s": 100.0}}
+    record = RunRecord(recipe="r", seed=0, metrics={"accuracy": 70.0}, primary_metric="accuracy", gamma={},
+                       train_loss=0.1, wall_s=1.0, table_columns={"images_per_s": 100.0})
     assert column_roles(record) == ["metrics: accuracy", "diagnostics: images_per_s"]
     assert declared_columns(["command: x", "metrics: accuracy", "diagnostics: images_per_s"]) == (
         ["accuracy"], ["images_per_s"])

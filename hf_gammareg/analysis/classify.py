@@ -24,7 +24,16 @@ from .inputs import (
     with_placeholders,
 )
 from .norms import is_candidate, is_norm_module, is_torch_norm, norm_gamma, normalizes
-from .trace import TemporaryAnalysisState, Trace, meta_copy, model_device, record_forward
+from .trace import (
+    ForeignForward,
+    TemporaryAnalysisState,
+    Trace,
+    instance_forwards,
+    meta_copy,
+    model_device,
+    record_forward,
+    use_class_forwards,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,19 +136,31 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
 
     on_meta = model_device(model).type == "meta"
     if not on_meta:
-        run_model = meta_copy(model)
+        repointed: list = []
+        run_model = meta_copy(model, repointed)
+        for patch in repointed:
+            logger.info("hf_gammareg: %s, which closes over the original model; the meta copy runs it with the "
+                        "closure pointed at the copy", patch)
         run_model.eval()
         device = torch.device("meta")
-        for batch in _attempts(model, inputs, device, failures):
-            try:
-                trace = record_forward(run_model, batch, device)
-            except GammaAnalysisError:
-                raise
-            except Exception as exc:  # this batch (or meta itself) does not work: try the next
-                note(batch, "meta", exc)
-                continue
-            report.inputs_shapes = input_shapes(batch)
-            return _finish(report, model, run_model, trace, invariance, device)
+        # Nothing on meta draws random numbers; the fork makes sure of it for a forward that would.
+        with torch.random.fork_rng(devices=[]):
+            for batch in _attempts(model, inputs, device, failures):
+                try:
+                    trace = _record_copy(model, run_model, batch, device)
+                except GammaAnalysisError:
+                    raise
+                except ForeignForward as exc:
+                    warnings.warn(
+                        f"{type(model).__name__}: the forward of its meta copy reaches the model itself ({exc}), so "
+                        "the copy cannot show the dataflow; the roles are read on the model itself instead (eval "
+                        "mode; weights, buffers and RNG restored after).", stacklevel=4)
+                    break
+                except Exception as exc:  # this batch (or meta itself) does not work: try the next
+                    note(batch, "meta", exc)
+                    continue
+                report.inputs_shapes = input_shapes(batch)
+                return _finish(report, model, run_model, trace, invariance, device)
     device = model_device(model)
     try:
         with TemporaryAnalysisState(model, restore_buffers=not on_meta):
@@ -164,10 +185,11 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
                 meta = torch.device("meta")
                 for batch in _attempts(filled_model, None, meta, failures):
                     try:
-                        trace = record_forward(filled_model, batch, meta)
+                        with torch.random.fork_rng(devices=[]):
+                            trace = _record_copy(model, filled_model, batch, meta)
                     except GammaAnalysisError:
                         raise
-                    except Exception as exc:
+                    except Exception as exc:  # ForeignForward included: the copy cannot show the dataflow either
                         note(batch, "meta with " + ", ".join(filled), exc)
                         failure = exc
                         continue
@@ -187,20 +209,52 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
             raise GammaAnalysisError(
                 f"cannot build a dummy batch for {type(model).__name__}: its forward names no input the builder "
                 f"knows ({', '.join(f'`{n}`' for n in inputs_left_out(model, [])) or 'it declares none by name'}). "
-                "Pass `inputs=` "
-                "to classify_gammas with one tiny batch the model accepts, or a precomputed `gamma_report=` to the "
-                "Trainer.") from exc
-        left_out = inputs_left_out(model, [b for b, _ in failures]) if inputs is None else []
-        named = ("; inputs its forward declares that no dummy batch held: "
-                 + ", ".join(f"`{n}`" for n in left_out[:8]) + (" …" if len(left_out) > 8 else "")
-                 if left_out else "")
+                "Pass `inputs=` to classify_gammas with one tiny batch the model accepts, or a precomputed "
+                "`gamma_report=` to the Trainer.") from exc
+        if inputs is not None:
+            # The model's own exception first: the real-device pass's, then the meta copy's where it differs.
+            own = errors[-1].split(": ", 1)[1] if errors else f"{type(exc).__name__}: {_first_line(exc)}"
+            meta = [e for e in errors[:-1] if e.split(": ", 1)[1] != own]
+            text = (f"could not run {type(model).__name__}'s forward on the batch given as inputs= ({{{tried[0]}}}): "
+                    f"on {device} it raised {own}" + (f" (and {meta[0]})" if meta else "") + ". ")
+            named = ""
+        else:
+            text = (f"could not run {type(model).__name__}'s forward to read its dataflow. Tried {kind}: "
+                    + "; ".join(f"{{{t}}}" for t in tried) + f". The model raised: {'; '.join(shown)}. ")
+            left_out = inputs_left_out(model, [b for b, _ in failures])
+            named = ("; inputs its forward declares that no dummy batch held: "
+                     + ", ".join(f"`{n}`" for n in left_out[:8]) + (" …" if len(left_out) > 8 else "")
+                     if left_out else "")
         error = GammaAnalysisError(
-            f"could not run {type(model).__name__}'s forward to read its dataflow. Tried {kind}: "
-            + "; ".join(f"{{{t}}}" for t in tried) + f". The model raised: {'; '.join(shown)}. "
-            "Pass `inputs=` to classify_gammas with one tiny batch the model accepts (e.g. the dict your data "
+            text + "Pass `inputs=` to classify_gammas with one tiny batch the model accepts (e.g. the dict your data "
             f"collator produces{named}), or a precomputed `gamma_report=` to the Trainer.")
         error.tried, error.errors = tried, errors
         raise error from exc
+
+
+def _record_copy(model: nn.Module, run_model: nn.Module, batch, device) -> Trace:
+    """The recorded forward of the meta copy ``run_model``; never the real ``model``'s.
+
+    A forward set on an instance can still reach the original through something the copy shares with it (a
+    closure over a container, a global): the guard stops it at the first touch, and the pass is run again through
+    each class's own forward. Where even that reaches the original, `ForeignForward` names what was patched.
+    """
+    try:
+        return record_forward(run_model, batch, device, original=model)
+    except ForeignForward as exc:
+        patched = instance_forwards(run_model)
+        if not patched:
+            raise ForeignForward(f"{exc}; no forward is set on a module instance, so the reference is elsewhere "
+                                 "(a hook, a module attribute)") from None
+        logger.info("hf_gammareg: the forward of the meta copy of %s reached the original model (%s): %s; the roles "
+                    "are read through the class's own forward on the copy", type(model).__name__, exc,
+                    "; ".join(str(p) for p in patched))
+        use_class_forwards(run_model)
+    try:
+        return record_forward(run_model, batch, device, original=model)
+    except ForeignForward as exc:
+        raise ForeignForward(f"{exc}, even through the class's own forward; patched: "
+                             + "; ".join(str(p) for p in patched)) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -208,32 +262,50 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300].rstrip(".") if text else ""
 
 
-def _warn_unused(model: nn.Module, report: GammaReport, unreached: list[str]) -> None:
-    """One warning when a dummy pass leaves γ without a role: which modules it did not reach, and the remedy."""
+def _warn_unused(model: nn.Module, report: GammaReport, unreached: list[str], sink_name: str = "",
+                 ran: frozenset = frozenset()) -> None:
+    """One warning when a pass leaves γ without a role: which modules it did not reach, and the remedy.
+
+    On dummy inputs, ``unreached`` are the norms the pass never called. On a real batch they are those too, and,
+    when the model returned no loss, the norms that ran (``ran``) but that the output read instead (``sink_name``)
+    does not depend on: a model whose first output skips most of the network."""
     groups: dict[str, int] = defaultdict(int)
     for name in unreached:
         parts = name.split(".")[:-2] or name.split(".")[:1]  # the norm's owner, less the norm itself
         groups[".".join(parts[:3])] += 1
     shown = ", ".join(f"`{m}` ({n})" for m, n in list(groups.items())[:4]) + (
         f" and {len(groups) - 4} more" if len(groups) > 4 else "")
+    shapes = ", ".join(f"{k} {v}" for k, v in report.inputs_shapes.items())
+    if report.inputs_source == "dummy":
+        where, remedy = f"dummy inputs ({shapes})", (
+            "Read the roles from a real batch that reaches those modules: classify_gammas(model, inputs=batch), or "
+            "GammaRegTrainer with its train_dataset (it does so itself).")
+    elif any(n in ran for n in unreached):
+        where, remedy = f"the batch given ({shapes}) as far as its output `{sink_name}` shows", (
+            f"The model returned no loss, so the roles were read from its first output `{sink_name}`, which does not "
+            "depend on them. Include the labels in the batch so that it returns the loss it trains on, or pass a "
+            "batch whose first output depends on those modules (classify_gammas(model, inputs=batch), "
+            "GammaRegTrainer(..., gamma_inputs=batch)).")
+    else:
+        where, remedy = f"the batch given ({shapes})", (
+            "Pass a batch that reaches those modules: classify_gammas(model, inputs=batch), or "
+            "GammaRegTrainer(..., gamma_inputs=batch).")
     warnings.warn(
         f"{type(model).__name__}: {len(unreached)} of {len(report.gammas)} γ did not take part in the forward on "
-        f"dummy inputs ({', '.join(f'{k} {v}' for k, v in report.inputs_shapes.items())}), so they get no role and "
-        f"follow hf-default: under {shown}. Read the roles from a real batch that reaches those modules: "
-        "classify_gammas(model, inputs=batch), or GammaRegTrainer with its train_dataset (it does so itself).",
+        f"{where}, so they get no role and follow hf-default: under {shown}. {remedy}",
         stacklevel=5)
 
 
 def _finish(report: GammaReport, model, run_model, trace: Trace, invariance, device) -> GammaReport:
     """Read every γ's role from the recorded forward: find the γ and where their signals start, then propagate."""
     names = {id(p): n for n, p in run_model.named_parameters()}
-    graph = Graph(trace.sink, set(names), trace.data_seeds, trace.float_input_ids)
+    graph = Graph(trace.sink, set(names), trace.data_seeds, trace.float_input_ids, trace.view_writes)
     modules = dict(run_model.named_modules())
     normalizing = _normalizing_modules(graph, trace, modules)
     sources, outside, never_called = _gamma_sources(report, graph, trace, modules, names, normalizing)
     _add_layer_scales(report, graph, modules, names, normalizing, run_model, sources)
     _assign_roles(report, graph, trace, modules, names, normalizing, sources, outside, run_model, invariance)
-    return _complete(report, model, device, never_called)
+    return _complete(report, model, device, never_called, trace.sink_name)
 
 
 def _normalizing_modules(graph: Graph, trace: Trace, modules: dict) -> set[str]:
@@ -309,7 +381,7 @@ def _assign_roles(report: GammaReport, graph: Graph, trace: Trace, modules: dict
             report.unused.append(name)
 
 
-def _complete(report: GammaReport, model, device, never_called: set[str]) -> GammaReport:
+def _complete(report: GammaReport, model, device, never_called: set[str], sink_name: str = "") -> GammaReport:
     """Sizes and the device; the warnings a user must see."""
     params = dict(model.named_parameters())
     report.numel = {n: getattr(params[n], "ds_numel", params[n].numel()) for n in report.norm_types if n in params}
@@ -319,8 +391,15 @@ def _complete(report: GammaReport, model, device, never_called: set[str]) -> Gam
     # Only norms the dummy pass never reached: one that ran but feeds no output the loss reads (a pooled output)
     # stays unused on any batch.
     unreached = [n for n in report.unused if n in never_called]
-    if unreached and report.inputs_source == "dummy":
-        _warn_unused(model, report, unreached)
+    if report.inputs_source != "dummy" and sink_name != "loss":
+        # A real batch, and no loss returned: a norm that ran but that the first output does not depend on would
+        # be in the loss the model trains on; it is unused only as far as this output shows.
+        ran = frozenset(n for n in report.unused if n not in never_called)
+        unreached = list(report.unused)
+    else:
+        ran = frozenset()
+    if unreached:
+        _warn_unused(model, report, unreached, sink_name, ran)
     if report.untracked:
         shown = ", ".join(f"`{n}`" for n in report.untracked[:4]) + (
             f" and {len(report.untracked) - 4} more" if len(report.untracked) > 4 else "")

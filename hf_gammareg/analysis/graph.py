@@ -33,7 +33,17 @@ _HOMOGENEOUS_OPS = frozenset(
     Squeeze SqueezeDim AsStrided ToCopy Cat Stack Split SplitWithSizes Unbind UnsafeSplit
     UnsafeSplitWithSizes NativeDropout Dropout MaskedFill Flip Roll Repeat Alias Unfold Im2Col
     ConstantPadNd Narrow Tril Triu Flatten Contiguous Lift Clamp""".split()
+) | frozenset(
+    # Writes and selections: every element of the result is an element of the tensor written into or of a value
+    # written in (`x[mask] = 0`, `index_put_`, `masked_scatter_`, `torch.where(mask, x, c)`; into a view, `x[:, :k] = v`
+    # as the `CopySlices` node's `Copy`/`Fill`/`Zero`). So the result scales with each operand that carries the
+    # signal, for the elements it keeps; a constant written in has no autograd edge and is no signal.
+    """IndexPut IndexPutImpl MaskedScatter IndexFill IndexCopy Scatter Put Where Copy Fill Zero CopyBackwards""".split()
 )
+# Writes over a whole tensor: `x.fill_(c)` and `x.zero_()` leave a constant (the signal ends there); `x.copy_(v)`
+# leaves `v` (the signal goes on only if `v` carries it). Autograd still links them to the overwritten tensor.
+_OVERWRITES = frozenset(("Fill", "Zero"))
+_COPY = "CopyBackwards"
 # "Parametrized matrix op": one of these with a parameter (possibly through a view) as operand.
 _MATRIX_OPS = frozenset(
     """Addmm Mm Bmm Mv Matmul Linear Baddbmm Addbmm Addmv Convolution ConvolutionBackwardOverrideable
@@ -55,8 +65,10 @@ def _opname(node) -> str:
 
 
 class Graph:
-    def __init__(self, sink, param_ids: set[int], data_seeds: Iterable = (), float_input_ids: set[int] = frozenset()):
+    def __init__(self, sink, param_ids: set[int], data_seeds: Iterable = (), float_input_ids: set[int] = frozenset(),
+                 view_writes: dict[int, str] | None = None):
         self.sink = sink
+        self.view_writes = view_writes or {}  # CopySlices sequence number -> the in-place op that wrote the view
         self.inputs: dict[Any, list] = {}  # node -> input nodes (None for constants), in edge order
         self.consumers: dict[Any, list] = defaultdict(list)
         self.leaf_var: dict[Any, torch.Tensor] = {}
@@ -90,11 +102,34 @@ class Graph:
             self._data = set()
             self._from_params = set()
             for node in sorted(self.seq, key=self.seq.__getitem__):
-                ins = [i for i in self.inputs[node] if i is not None]
+                ins = [i for i in self.written_in(node) if i is not None]
                 if node in seeds or any(i in self._data for i in ins):
                     self._data.add(node)
                 elif any(i in self._from_params or id(self.leaf_var.get(i)) in param_ids for i in ins):
                     self._from_params.add(node)
+
+    def op(self, node) -> tuple[str, bool]:
+        """``(op, into_view)``: the op a node computed, and whether it wrote into a view of a larger tensor.
+
+        Autograd records an in-place op on a view (``x[:, :k] = v``, ``x[..., 0].tanh_()``) as a ``CopySlices``
+        node on the base tensor, which does not say which op it was: the forward's record of the writes names it
+        (``copy_`` → ``Copy``). Unrecorded, it stays ``CopySlices``: not homogeneous.
+        """
+        name = _opname(node)
+        if name != "CopySlices":
+            return name, False
+        written = self.view_writes.get(self.seq[node])
+        if written is None:
+            return name, True
+        return "".join(part.capitalize() for part in written.strip("_").split("_")), True
+
+    def written_in(self, node) -> list:
+        """The inputs whose elements the node's result holds: all of them, except for a write over a whole tensor
+        (``x.fill_(c)``, ``x.zero_()``: none, a constant is left; ``x.copy_(v)``: ``v`` only)."""
+        op = _opname(node)
+        if op in _OVERWRITES:
+            return []
+        return self.inputs[node][1:] if op == _COPY else self.inputs[node]
 
     def is_bias_like(self, other, mine) -> bool:
         """Whether ``other`` is computed from parameters alone, relative to ``mine``.
@@ -333,6 +368,7 @@ class Propagation:
             return "head", f"is itself the model output (`{self.sink_name}`)"
         mixings: list[_Mixing] = []
         renorms: list[str] = []
+        overwritten: list[str] = []
         reached_sink = False
         done = set()
         while heap:
@@ -347,7 +383,14 @@ class Propagation:
                 continue
             ins = g.inputs[node]
             carrying = [(k, i) for k, i in enumerate(ins) if i is not None and i in state]
-            op = _opname(node)
+            op, into_view = g.op(node)
+            if not into_view and (op in _OVERWRITES or op == _COPY):
+                # A whole tensor overwritten: its old elements are gone, only what was written in goes on.
+                kept = g.written_in(node)
+                carrying = [(k, i) for k, i in carrying if any(i is j for j in kept)]
+                if not carrying:
+                    overwritten.append(self.owner(g.seq[node]))
+                    continue
             new_state = None
             if op in _ADDITIONS:
                 new_state, mixing = self._addition(node, carrying)
@@ -373,6 +416,9 @@ class Propagation:
             return first.side, first.reason
         if reached_sink:
             return "head", f"reaches the output (`{self.sink_name}`) without renormalization or a residual add"
+        if not renorms and overwritten:
+            return "invariant", (f"every path out of it is overwritten by a constant (in `{overwritten[0]}`) before "
+                                 "the output; the loss does not see its scale")
         names = ", ".join(f"`{n}`" for n in renorms[:3]) + (f" and {len(renorms) - 3} more" if len(renorms) > 3 else "")
         return "invariant", f"every path out of it is renormalized (by {names}); the loss does not see its scale"
 

@@ -642,6 +642,15 @@ def dummy_inputs(model: nn.Module, device: torch.device | str = "cpu") -> dict[s
     return next(iter(candidate_inputs(model, device)))
 
 
+def dummy_inputs_apply(model: nn.Module) -> bool:
+    """Whether a dummy batch can fit ``model`` at all: a model with a config (its inputs are built from it), or a
+    plain module whose forward requires at most the one tensor guessed from its first layer. A wrapper whose forward
+    requires more (``forward(features, condition)``) can take none."""
+    if getattr(model, "config", None) is not None:
+        return True
+    return len(_required(model.forward)) <= 1
+
+
 def _plain_inputs(model: nn.Module, device) -> tuple:
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
     first = _first_param_module(model)

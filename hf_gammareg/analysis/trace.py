@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import itertools
 import math
+import types
 import weakref
 from typing import Any, Mapping
 
@@ -67,12 +69,17 @@ def _first_tensor(obj, path: str, depth: int = 3, wanted=lambda t: True):
     return None
 
 
-def meta_copy(model: nn.Module) -> nn.Module:
+def meta_copy(model: nn.Module, repointed: list | None = None) -> nn.Module:
     """A structural copy of ``model`` whose parameters and buffers live on ``meta`` (no data copied).
 
     The deepcopy memo is pre-filled with meta stand-ins, so tied parameters stay tied and names stay
     the same, while no real tensor data is ever duplicated. A DeepSpeed ZeRO-3 parameter is an empty
     placeholder whose real shape is ``ds_shape``; its meta stand-in gets that shape.
+
+    A ``forward`` set on a module instance is rebound to the copy by deepcopy when it is a bound method or
+    a callable object, but a function is shared as it is, closure included: a patch that closes over the
+    original forward (TRL's ``SFTTrainer``) would run the original model. Such closures are rebuilt
+    pointing at the copy; ``repointed`` gets a `PatchedForward` for each.
     """
     memo: dict[int, Any] = {}
     for p in model.parameters():
@@ -82,7 +89,116 @@ def meta_copy(model: nn.Module) -> nn.Module:
         memo[id(p)] = nn.Parameter(meta, requires_grad=True)
     for b in model.buffers():
         memo[id(b)] = torch.empty_like(b, device="meta")
-    return copy.deepcopy(model, memo)
+    copied = copy.deepcopy(model, memo)
+    for name, module in copied.named_modules():
+        forward = module.__dict__.get("forward")
+        if forward is None:
+            continue
+        rebuilt = _point_at_copy(forward, memo, depth=4)
+        if rebuilt is not forward:
+            module.forward = rebuilt
+            if repointed is not None:
+                repointed.append(PatchedForward(name, type(module).__name__, _describe_callable(forward)))
+    return copied
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchedForward:
+    """A module whose ``forward`` is set on the instance, as the analysis met it."""
+
+    module: str  # its name in the model ("" for the model itself)
+    cls: str  # its class
+    patch: str  # where what it holds was defined: "`trl.trainer.utils.add_fused_lm_head.<locals>._fused_forward`"
+
+    def __str__(self) -> str:
+        return f"{self.cls}.forward{f' (`{self.module}`)' if self.module else ''} is replaced on the instance by " \
+               f"{self.patch}"
+
+
+def instance_forwards(model: nn.Module) -> list[PatchedForward]:
+    """Every module of ``model`` whose ``forward`` is set on the instance rather than by its class."""
+    return [PatchedForward(name, type(m).__name__, _describe_callable(m.__dict__["forward"]))
+            for name, m in model.named_modules() if "forward" in m.__dict__]
+
+
+def use_class_forwards(model: nn.Module) -> None:
+    """Drop every ``forward`` set on a module instance of ``model`` (a copy): its class's own forward runs."""
+    for module in model.modules():
+        module.__dict__.pop("forward", None)
+
+
+def _describe_callable(fn) -> str:
+    """Where a callable was defined: for a function, read from its code and globals, since ``functools.wraps``
+    gives a wrapper the wrapped forward's ``__qualname__`` (TRL's ``_fused_forward`` calls itself
+    ``GPT2LMHeadModel.forward``)."""
+    fn = getattr(fn, "__func__", fn)
+    if isinstance(fn, types.FunctionType):
+        code = fn.__code__
+        name = getattr(code, "co_qualname", code.co_name)  # co_qualname: Python 3.11+
+        module = fn.__globals__.get("__name__")
+    else:
+        name, module = type(fn).__qualname__ + " object", type(fn).__module__
+    return f"`{module}.{name}`" if module else f"`{name}`"
+
+
+def _point_at_copy(value, memo: dict, depth: int):
+    """``value`` with the original model's objects it closes over replaced by their copies in ``memo``.
+
+    Deepcopy copies objects but shares functions, so a closure's cells still hold the original model's bound
+    methods and modules. Functions (and bound methods of them) are rebuilt, ``depth`` closures deep, only where
+    a cell holds something ``memo`` copied; everything else in the cells is shared, as deepcopy shares it.
+    """
+    copied = memo.get(id(value))
+    if copied is not None and copied is not value:
+        return copied
+    if isinstance(value, types.MethodType):
+        owner = memo.get(id(value.__self__), value.__self__)
+        func = _point_at_copy(value.__func__, memo, depth)
+        if owner is value.__self__ and func is value.__func__:
+            return value
+        return types.MethodType(func, owner)
+    if not isinstance(value, types.FunctionType) or not value.__closure__ or depth == 0:
+        return value
+    cells = []
+    changed = False
+    for cell in value.__closure__:
+        try:
+            content = cell.cell_contents
+        except ValueError:  # an empty cell
+            cells.append(cell)
+            continue
+        new = _point_at_copy(content, memo, depth - 1)
+        changed |= new is not content
+        cells.append(types.CellType(new) if new is not content else cell)
+    if not changed:
+        return value
+    rebuilt = types.FunctionType(value.__code__, value.__globals__, value.__name__, value.__defaults__, tuple(cells))
+    rebuilt.__kwdefaults__ = value.__kwdefaults__
+    rebuilt.__dict__.update(value.__dict__)  # functools.wraps' __wrapped__, __doc__ lives on the code's consts
+    rebuilt.__qualname__, rebuilt.__module__, rebuilt.__doc__ = value.__qualname__, value.__module__, value.__doc__
+    return rebuilt
+
+
+class ForeignForward(RuntimeError):
+    """The recorded forward of a copy reached the original model (one of its modules was called, or one of its
+    real tensors met an op): something the copy runs still holds a reference to the original."""
+
+
+class _OriginalGuard:
+    """Stops a copy's recorded forward at its first touch of the original model, before the original computes
+    anything: the pre-hook of one of its modules, or an op one of its real tensors reaches (`_GuardedMetaForward`).
+    ``reached`` keeps the first, so a forward that catches the exception still fails."""
+
+    def __init__(self, original: nn.Module):
+        self.modules = {id(m): n for n, m in original.named_modules()}
+        self.storages = {_storage_key(t): n for n, t in itertools.chain(original.named_parameters(),
+                                                                        original.named_buffers())
+                         if t.device.type != "meta"}
+        self.reached: str | None = None
+
+    def stop(self, what: str) -> ForeignForward:
+        self.reached = self.reached or what
+        return ForeignForward(self.reached)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,19 +223,24 @@ class Trace:
     data_seeds: list  # embedding lookups of the integer input data: where it enters the graph
     float_input_ids: set[int]  # ids of the floating-point input tensors (data, not parameters)
     output: Any  # the model's own output
+    # The op of each in-place write into a view (`x[:, :k] = v`, `x[..., 0].mul_(2)`), by the autograd sequence
+    # number of the `CopySlices` node it leaves, which does not say which op it was.
+    view_writes: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 class _Recorder:
     """Hooks every module of a model and records, per call, the span of autograd sequence numbers."""
 
-    def __init__(self, model: nn.Module, data_storages: set[int] = frozenset()):
+    def __init__(self, model: nn.Module, data_storages: set[int] = frozenset(), guard: _OriginalGuard | None = None):
         self.model = model
+        self._guard = guard
         self.calls: list[ModuleCall] = []
         # Embedding lookups of the input ids: where integer input data enters the graph.
         self.data_seeds: list = []
         self._data_storages = data_storages
         self._stack: list[int] = []
         self._handles = []
+        self._views: list = []  # (call index, a norm's output that is a view, its version, its base's node)
 
     def __enter__(self):
         # Global module hooks: two registrations instead of two per module (per-module handles cost
@@ -134,10 +255,14 @@ class _Recorder:
         stack = self._stack
 
         grad_on = torch.is_grad_enabled
+        guard = self._guard
+        foreign = guard.modules if guard is not None else {}
 
         def pre(mod, _args):
             if id(mod) in names:
                 stack.append((seq(), grad_on()))
+            elif id(mod) in foreign:
+                raise guard.stop(f"its module `{foreign[id(mod)] or '(the model)'}` ({type(mod).__name__}) was called")
 
         def post(mod, args, output):
             key = id(mod)
@@ -148,6 +273,8 @@ class _Recorder:
             if key in norms:
                 tensor = output[0] if isinstance(output, (tuple, list)) and output else output
                 node = tensor.grad_fn if isinstance(tensor, torch.Tensor) else None
+                if node is not None and tensor._is_view() and tensor._base.numel() == tensor.numel():
+                    self._views.append((len(self.calls), tensor, tensor._version, tensor._base.grad_fn))
             elif key in embeddings:
                 self._embedding_hook(mod, args, output)
             self.calls.append(ModuleCall(names[key], start, seq(), key in norms, node, grad))
@@ -166,6 +293,14 @@ class _Recorder:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        # A norm whose output is a view of its result (a channels-first norm's `y.transpose(1, 2)`), written in
+        # place later (`out[~mask] = 0`): autograd records the write on the view's base, so what follows the write
+        # no longer passes through the view's own node. The version counter, shared by a view and its base, shows
+        # the write; the base's node (the same elements) is then where γ's signal starts.
+        for k, tensor, version, base_node in self._views:
+            if tensor._version != version and base_node is not None:
+                self.calls[k] = dataclasses.replace(self.calls[k], node=base_node)
+        self._views.clear()
 
 
 
@@ -256,6 +391,34 @@ class _ValueTable:
 
 
 _MAX_TRACKED = 1 << 20  # values of at most this many elements are kept alongside a meta tensor
+_IN_PLACE: dict = {}  # op overload -> its name if it writes into its first argument (`copy_`, `index_put_`), else None
+
+
+def _note_view_write(view_writes: dict[int, str], func, args) -> None:
+    """Record ``func`` in ``view_writes`` if it writes in place into a view: by the autograd sequence number current
+    while it runs, which the ``CopySlices`` node it leaves on the view's base takes."""
+    name = _IN_PLACE.get(func, False)
+    if name is False:
+        schema = getattr(getattr(func, "_schema", None), "arguments", None)  # none on a higher-order op
+        writes = bool(schema) and schema[0].alias_info is not None and schema[0].alias_info.is_write
+        name = _IN_PLACE[func] = func.overloadpacket.__name__ if writes else None
+    if name is not None and isinstance(args[0], torch.Tensor) and args[0]._is_view():
+        view_writes[torch._C._autograd._get_sequence_nr()] = name
+
+
+class _ViewWrites(TorchDispatchMode):
+    """Off ``meta``, only records the in-place writes into views (``_MetaForward`` does it on ``meta``)."""
+
+    supports_higher_order_operators = True  # flex attention and the like pass through untouched
+
+    def __init__(self):
+        super().__init__()
+        self.view_writes: dict[int, str] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if args:
+            _note_view_write(self.view_writes, func, args)
+        return func(*args, **(kwargs or {}))
 
 
 def _is_meta(x) -> bool:
@@ -280,11 +443,16 @@ class _MetaForward(TorchDispatchMode):
     * Computes the result metadata of common pointwise ops directly (see ``_FAST_BINARY``). Autograd
       sits above this mode, so the recorded graph is the same; only the result's strides may be
       contiguous where the real op would have kept an input's layout.
+    * Records the op of every in-place write into a view (``view_writes``): autograd's ``CopySlices`` node
+      for ``x[:, :k] = v`` or ``x[..., 0].tanh_()`` does not say which op wrote, and the dataflow reading
+      needs to know (a copy keeps the scale of what it writes, ``tanh_`` does not). The node takes the
+      sequence number current while the op runs.
     """
 
     def __init__(self):
         super().__init__()
         self.values = _ValueTable()  # meta tensor -> its CPU value
+        self.view_writes: dict[int, str] = {}
 
     def track(self, meta: torch.Tensor, value: torch.Tensor) -> None:
         if value.numel() <= _MAX_TRACKED:
@@ -293,6 +461,8 @@ class _MetaForward(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         first = args[0] if args else None
+        if args:
+            _note_view_write(self.view_writes, func, args)
         if _is_meta(first) and first not in self.values:
             # The common case: an activation, shapes only. No operand list to build, no value to compute.
             if func in _FAST_BINARY:
@@ -388,6 +558,30 @@ class _MetaForward(TorchDispatchMode):
             return meta
 
         return tree_map(twin, out)
+
+
+class _GuardedMetaForward(_MetaForward):
+    """`_MetaForward` for a copy of a real model: an op on one of the original's real tensors is refused."""
+
+    def __init__(self, guard: _OriginalGuard):
+        super().__init__()
+        self.guard = guard
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        for arg in args:
+            if isinstance(arg, torch.Tensor):
+                if not arg.is_meta:
+                    self._check(func, arg)
+            elif isinstance(arg, (list, tuple)):  # torch.cat's tensors
+                for tensor in arg:
+                    if isinstance(tensor, torch.Tensor) and not tensor.is_meta:
+                        self._check(func, tensor)
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+    def _check(self, func, tensor: torch.Tensor) -> None:
+        name = self.guard.storages.get(_storage_key(tensor))
+        if name is not None:
+            raise self.guard.stop(f"its tensor `{name}` met {func}")
 
 
 def _value_size_bound(func, args, metas) -> int:
@@ -515,9 +709,14 @@ def _meta_friendly(model: nn.Module):
             config._experts_implementation_internal = value
 
 
-def record_forward(model: nn.Module, inputs, device) -> Trace:
-    """Run one forward of ``model`` on ``inputs`` (on ``device``) with every module call recorded."""
+def record_forward(model: nn.Module, inputs, device, original: nn.Module | None = None) -> Trace:
+    """Run one forward of ``model`` on ``inputs`` (on ``device``) with every module call recorded.
+
+    ``original``: the real model ``model`` is a meta copy of. The forward raises `ForeignForward` at its first
+    touch of it (a module called, a real tensor in an op), before the original computes anything.
+    """
     meta = torch.device(device).type == "meta"
+    guard = _OriginalGuard(original) if original is not None and meta else None
     storages: set[int] = set()
     float_ids: set[int] = set()
     values: list = []
@@ -526,13 +725,22 @@ def record_forward(model: nn.Module, inputs, device) -> Trace:
         if meta:
             stack.enter_context(_meta_friendly(model))
             stack.enter_context(_single_thread())
-        rec = stack.enter_context(_Recorder(model, storages))
+        rec = stack.enter_context(_Recorder(model, storages, guard))
         stack.enter_context(torch.enable_grad())
         if meta:
-            mode = stack.enter_context(_MetaForward())
+            mode = stack.enter_context(_MetaForward() if guard is None else _GuardedMetaForward(guard))
             for tensor, value in values:
                 mode.track(tensor, value)
-        output = _call(model, inputs)
+        else:
+            mode = stack.enter_context(_ViewWrites())
+        try:
+            output = _call(model, inputs)
+        except Exception as exc:
+            if guard is not None and guard.reached and not isinstance(exc, ForeignForward):
+                raise ForeignForward(guard.reached) from exc  # the model's own error came after the touch
+            raise
+    if guard is not None and guard.reached:
+        raise ForeignForward(guard.reached)  # the forward caught it and went on
     sink_name, out = _output_tensor(output)
     if out.grad_fn is None:
         # The first output is not differentiable (a codec's integer `audio_codes`): the dataflow is read from
@@ -547,5 +755,5 @@ def record_forward(model: nn.Module, inputs, device) -> Trace:
             "is the forward wrapped in torch.no_grad or are all parameters detached?"
         )
     return Trace(sink=out.grad_fn, sink_name=sink_name, calls=rec.calls, data_seeds=rec.data_seeds,
-                 float_input_ids=float_ids, output=output)
+                 float_input_ids=float_ids, output=output, view_writes=mode.view_writes)
 

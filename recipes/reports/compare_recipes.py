@@ -14,9 +14,6 @@ import argparse
 import math
 import os
 import statistics
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 from hf_gammareg.sweeps import read_sweep_csv, t95
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+
+import _recipes_path  # noqa: F401  (recipes/ on the path)
+from sweep import append_row, parse_entry, record_row, render
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.join(ROOT, "results", "gpu")  # the device sessions' records
-sys.path.insert(0, os.path.join(ROOT, "recipes"))
-
-from sweep import append_row, parse_entry, record_row, render  # noqa: E402
 
 ENTRIES = {"hf-default": "hf-default", "guidelines": "guidelines", "guidelines-approx": "guidelines+approximate",
            "all": "all"}

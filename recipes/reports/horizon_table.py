@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
+
+from hf_gammareg.sweeps import read_sweep_csv, summarize
+from hf_gammareg.tables import markdown_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-
-from hf_gammareg.sweeps import read_sweep_csv, summarize  # noqa: E402
-from hf_gammareg.tables import markdown_table  # noqa: E402
 
 SHORT = ("cifar10_resnet_cpu", 0.198)  # the config's horizon: the short sweep predates the decay_horizon column
 LONG = ("cifar10_resnet_horizon_cpu", None)

