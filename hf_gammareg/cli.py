@@ -20,8 +20,8 @@ import sys
 import textwrap
 from importlib import resources
 
-from .policy import POLICY_HELP, unmatched_pattern_notices
-from .roles import INVARIANCE_MODES
+from .config import option_fields
+from .policy import unmatched_pattern_notices
 from .tables import text_table
 
 _EMBEDDED_DIR = "configs"
@@ -314,13 +314,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=list(TASKS),
                    help="the head to build (it changes roles: the final norm is `head` under a classifier, "
                         "`invariant` under BERT's MLM head); default: the config's `architectures`, else base")
-    p.add_argument("--policy", default="guidelines", help=POLICY_HELP)
-    p.add_argument("--invariance", default="exact", choices=INVARIANCE_MODES)
-    # One regex per flag (repeat the flag): a comma-split list would break regexes such as `h\.{1,3}`.
-    p.add_argument("--include", action="append", metavar="REGEX",
-                   help="decay γ whose name matches, whatever the role (repeatable)")
-    p.add_argument("--exclude", action="append", metavar="REGEX",
-                   help="never decay γ whose name matches; wins over --include (repeatable)")
+    # The γ options, from GammaRegConfig's declaration (those with a `cli` entry: --policy, --invariance, --include,
+    # --exclude). A list option takes one regex per flag (repeat the flag): a comma-split list would break
+    # regexes such as `h\.{1,3}`.
+    for f in option_fields():
+        if f.metadata["cli"] is None:
+            continue
+        kwargs = {"help": f.metadata["help"], **f.metadata["cli"]}
+        if kwargs.get("action") == "append":
+            kwargs["help"] += " (repeatable: one regex per flag)"
+        if f.metadata["choices"]:
+            kwargs["choices"] = list(f.metadata["choices"])
+        p.add_argument(f"--{f.name}", **kwargs)
     p.add_argument("--json", action="store_true", help="machine-readable output (GammaReport JSON + decayed)")
     p.add_argument("--width", type=int, metavar="COLUMNS",
                    help="fit the table to this many columns (default: the terminal's width when printing to one)")

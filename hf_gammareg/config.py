@@ -9,12 +9,22 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .policy import normalize_patterns, parse_policy
+from .policy import POLICY_HELP, normalize_patterns, parse_policy
 from .roles import INVARIANCE_MODES
 
 CONFIG_NAME = "gammareg_config.json"
 REGULARIZATIONS = ("decoupled", "l2")
 _MAX_FILE_BYTES = 1 << 20  # a config is a few hundred bytes; refuse anything absurd before parsing
+
+
+def option_fields() -> tuple[dataclasses.Field, ...]:
+    """The `GammaRegConfig` fields with their front-end metadata (help, argument name, choices, CLI flag)."""
+    return dataclasses.fields(GammaRegConfig)
+
+
+def argument_name(f: dataclasses.Field) -> str:
+    """The ``TrainingArguments`` field of config field ``f``: ``gamma_<name>`` unless the metadata names it."""
+    return f.metadata["arg"] or f"gamma_{f.name}"
 
 
 def check_coefficient(name: str, value, *, expected: str = "a number", type_error: type = ValueError) -> float:
@@ -26,9 +36,38 @@ def check_coefficient(name: str, value, *, expected: str = "a number", type_erro
     return float(value)
 
 
+class GammaConfigError(ValueError):
+    """A γ option with a bad value. ``field`` names the `GammaRegConfig` field; ``message`` says what is wrong.
+
+    ``str(error)`` is ``"<field>: <message>"``; front ends that name the option their own way (the TrainingArguments'
+    ``gamma_*``, the CLI's ``--policy``) read ``field`` and ``message`` instead of parsing the text.
+    """
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def _option(default, help: str, *, arg: str | None = None, arg_type=None, arg_default=None, choices=None,
+            cli: dict | None = None, factory=None):
+    """A `GammaRegConfig` field with what every front end needs to declare it: its help; ``arg`` (the
+    ``TrainingArguments`` field, ``gamma_<name>`` by default), with ``arg_type``/``arg_default`` where the argument
+    differs from the config (a list option is ``None`` there); ``choices``; ``cli``: the ``hf-gammareg inspect``
+    flag's ``argparse`` keywords (``None``: not a CLI flag)."""
+    metadata = {"help": help, "arg": arg, "arg_type": arg_type, "arg_default": arg_default, "choices": choices,
+                "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class GammaRegConfig:
     """How normalization scales (γ) are regularized. Saved as ``gammareg_config.json``.
+
+    The one declaration of every γ option: `GammaRegTrainingArguments`' ``gamma_*`` fields, the CLI's flags,
+    ``param_groups``/``decay_plan``'s keywords and the sweep's entries are derived from these fields and their
+    metadata (`option_fields`).
 
     Parameters:
         policy (`str`, defaults to `"guidelines"`):
@@ -48,36 +87,62 @@ class GammaRegConfig:
             penalty λ/2·‖γ‖² added to the training loss; works with any optimizer.
     """
 
-    policy: str = "guidelines"
-    gamma_weight_decay: float | None = None
-    invariance: str = "exact"
-    include: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    regularization: str = "decoupled"
+    policy: str = _option("guidelines", POLICY_HELP, cli={"default": "guidelines"})
+    gamma_weight_decay: float | None = _option(
+        None, "Weight decay for decayed γ; defaults to --weight_decay.", arg="gamma_weight_decay")
+    invariance: str = _option("exact", "How γ scale invariance is read from the graph.", choices=INVARIANCE_MODES,
+                              cli={"default": "exact"})
+    include: list[str] = _option(
+        None, "Regexes of γ parameter names to decay whatever their role.", factory=list,
+        arg_type=list[str] | None, cli={"action": "append", "metavar": "REGEX"})
+    exclude: list[str] = _option(
+        None, "Regexes of γ parameter names never to decay (wins over include).", factory=list,
+        arg_type=list[str] | None, cli={"action": "append", "metavar": "REGEX"})
+    regularization: str = _option(
+        "decoupled", "'decoupled' optimizer weight decay or 'l2' penalty λ/2·‖γ‖² in the loss.",
+        choices=REGULARIZATIONS)
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first field that is wrong."""
+        """Raise `GammaConfigError` (a ``ValueError``) naming the first field that is wrong."""
         if not isinstance(self.policy, str):
-            raise ValueError(f"policy: expected a string, got {type(self.policy).__name__}")
+            raise GammaConfigError("policy", f"expected a string, got {type(self.policy).__name__}")
         if len(self.policy) > 200:
-            raise ValueError(f"policy: {len(self.policy)} characters is too long for a policy")
+            raise GammaConfigError("policy", f"{len(self.policy)} characters is too long for a policy")
         try:
             parse_policy(self.policy)
         except ValueError as exc:
-            raise ValueError(f"policy: {exc}") from None
+            raise GammaConfigError("policy", str(exc)) from None
         if self.gamma_weight_decay is not None:
-            self.gamma_weight_decay = check_coefficient("gamma_weight_decay", self.gamma_weight_decay,
-                                                        expected="a number or null")
-        if self.invariance not in INVARIANCE_MODES:
-            raise ValueError(f"invariance: must be one of {INVARIANCE_MODES}, got {self.invariance!r}")
-        if self.regularization not in REGULARIZATIONS:
-            raise ValueError(f"regularization: must be one of {REGULARIZATIONS}, got {self.regularization!r}")
+            try:
+                self.gamma_weight_decay = check_coefficient("gamma_weight_decay", self.gamma_weight_decay,
+                                                            expected="a number or null")
+            except ValueError as exc:
+                raise GammaConfigError("gamma_weight_decay", str(exc).partition(": ")[2]) from None
+        for f in option_fields():
+            choices = f.metadata["choices"]
+            if choices and getattr(self, f.name) not in choices:
+                raise GammaConfigError(f.name, f"must be one of {tuple(choices)}, got {getattr(self, f.name)!r}")
         for name in ("include", "exclude"):
             # A string is one regex, a list is several: `h\.{1,3}` must never become `h\.{1` and `3}`.
-            setattr(self, name, normalize_patterns(getattr(self, name), name))
+            try:
+                setattr(self, name, normalize_patterns(getattr(self, name), name))
+            except ValueError as exc:
+                raise GammaConfigError(name, str(exc).partition(": ")[2]) from None
+
+    @classmethod
+    def with_overrides(cls, config: "GammaRegConfig | None" = None, **overrides) -> "GammaRegConfig":
+        """``config`` (default: the defaults) with the fields named in ``overrides`` replaced, validated; a
+        keyword that is not a field raises ``TypeError`` naming the fields."""
+        if config is not None and not isinstance(config, cls):
+            raise TypeError(f"config: expected a GammaRegConfig, got {type(config).__name__}")
+        known = [f.name for f in option_fields()]
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise TypeError(f"unknown γ option(s) {unknown}; the GammaRegConfig fields are {known}")
+        return dataclasses.replace(config or cls(), **overrides)
 
     # -- serialization ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -97,10 +162,10 @@ class GammaRegConfig:
             raise ValueError(f"{CONFIG_NAME}: unknown field(s) {unknown}; known fields are {sorted(known)}")
         for name in ("policy", "invariance", "regularization"):
             if name in data and not isinstance(data[name], str):
-                raise ValueError(f"{name}: expected a string, got {type(data[name]).__name__}")
+                raise GammaConfigError(name, f"expected a string, got {type(data[name]).__name__}")
         for name in ("include", "exclude"):
             if name in data and not (isinstance(data[name], list) and all(isinstance(p, str) for p in data[name])):
-                raise ValueError(f"{name}: expected a list of strings")
+                raise GammaConfigError(name, "expected a list of strings")
         return cls(**data)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> str:

@@ -254,14 +254,16 @@ class GammaDecayPlan:
         return notices
 
     def to_table(self, model: nn.Module, optimizer=None, *, arg_prefix: str = "", lr_scheduler=None,
-                 num_steps: int | None = None, horizon: GroupHorizon | None = None) -> str:
+                 num_steps: int | None = None, horizon: GroupHorizon | None = None, notices: bool = True) -> str:
         """What ``optimizer`` does to each γ of ``model``: a header, one row per γ, a summary, the notices.
 
         The coefficient column is read from ``optimizer.param_groups`` (the plan's own value, marked as
         planned, when ``optimizer`` is ``None``). Rows: parameter (as the analysis names it), role,
         decayed, coefficient, reason; "(include)"/"(exclude)" marks a decision a regex changed. Given
         ``num_steps`` (and the ``lr_scheduler``, if any) with the optimizer — or a computed ``horizon`` — a
-        "decay horizon:" line says what weight decay alone does to the decayed γ over the run.
+        "decay horizon:" line says what weight decay alone does to the decayed γ over the run. ``notices=False``
+        leaves out the lines of :meth:`notices`, for a caller that logs them on their own (the horizon's notice,
+        which describes the run rather than naming a fix, stays).
         """
         if horizon is None and optimizer is not None and num_steps is not None:
             horizon = self.horizon(model, optimizer, num_steps, lr_scheduler)
@@ -295,7 +297,8 @@ class GammaDecayPlan:
             lines.append(horizon_line)
         if self.report is not None:
             lines.append(self.report.inputs_line())
-        lines += [f"! {n}" for n in self._notices(rows, arg_prefix)]
+        if notices:
+            lines += [f"! {n}" for n in self._notices(rows, arg_prefix)]
         if horizon_notice:
             lines.append(f"! {horizon_notice}")
         return "\n".join(lines)
@@ -412,19 +415,15 @@ def _decay_names(model: nn.Module, no_decay: NoDecayRule) -> set[str]:
 def decay_plan(
     model: nn.Module,
     weight_decay: float,
+    config: GammaRegConfig | None = None,
     *,
-    policy: str = "guidelines",
-    invariance: str = "exact",
-    gamma_weight_decay: float | None = None,
-    include: Iterable[str] | str = (),
-    exclude: Iterable[str] | str = (),
     report: GammaReport | None = None,
-    no_decay: NoDecayRule = None,
-    regularization: str = "decoupled",
     inputs=None,
+    no_decay: NoDecayRule = None,
+    **overrides,
 ) -> GammaDecayPlan:
-    """The :class:`GammaDecayPlan` behind :func:`param_groups` (same arguments, ``inputs=`` included, plus
-    ``regularization``).
+    """The :class:`GammaDecayPlan` behind :func:`param_groups` (same arguments; ``regularization`` is one more
+    `GammaRegConfig` field that matters here).
 
     Use it when the loop needs more than the groups: coupled L2 (``regularization="l2"`` and
     :func:`l2_penalty`), or the table of what the optimizer does (``plan.to_table(model, optimizer)``).
@@ -433,11 +432,9 @@ def decay_plan(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     weight_decay = check_coefficient("weight_decay", weight_decay, type_error=TypeError)
-    config = GammaRegConfig(
-        policy=policy, gamma_weight_decay=gamma_weight_decay, invariance=invariance,
-        include=include, exclude=exclude,  # GammaRegConfig reads a string as one regex, a list as several
-        regularization=regularization,
-    )
+    # The γ options are GammaRegConfig's fields: a config, keywords naming its fields, or both (keywords win).
+    # GammaRegConfig reads a string include/exclude as one regex, a list as several.
+    config = GammaRegConfig.with_overrides(config, **overrides)
     plan, _ = gamma_decay_plan(model, config=config, weight_decay=float(weight_decay), report=report,
                                hf_decay_names=_decay_names(model, no_decay), inputs=inputs)
     return plan
@@ -446,15 +443,12 @@ def decay_plan(
 def param_groups(
     model: nn.Module,
     weight_decay: float,
+    config: GammaRegConfig | None = None,
     *,
-    policy: str = "guidelines",
-    invariance: str = "exact",
-    gamma_weight_decay: float | None = None,
-    include: Iterable[str] | str = (),
-    exclude: Iterable[str] | str = (),
     report: GammaReport | None = None,
-    no_decay: NoDecayRule = None,
     inputs=None,
+    no_decay: NoDecayRule = None,
+    **overrides,
 ) -> list[dict]:
     """Parameter groups for any ``torch.optim`` optimizer: γ decayed by role and policy, the rest as `Trainer` does.
 
@@ -462,11 +456,14 @@ def param_groups(
         model: the model to optimize; may be wrapped (DDP, ``torch.compile``, PEFT) — the groups hold its
             own parameters. Parameters that do not require grad are left out.
         weight_decay: the coefficient of every decayed parameter (and of decayed γ unless ``gamma_weight_decay``).
-        policy: which γ are decayed: ``"guidelines"`` (roles branch and invariant), ``"hf-default"`` (what the
-            ``no_decay`` rule says), ``"all"``, ``"none"``, a comma list of roles or ``"only:<role>"``.
-        invariance: ``"exact"`` or ``"approximate"`` (how the roles are read; docs/design.md § Invariance modes).
-        gamma_weight_decay: a coefficient for decayed γ; they then get a third group of their own.
-        include / exclude: regexes (``re.search`` on parameter names) of γ always / never decayed; exclude wins.
+        config: a `GammaRegConfig` (default: its defaults, policy ``"guidelines"``).
+        **overrides: `GammaRegConfig` fields, replacing the config's:
+            policy: which γ are decayed: ``"guidelines"`` (roles branch and invariant), ``"hf-default"`` (what the
+            ``no_decay`` rule says), ``"all"``, ``"none"``, a comma list of roles or ``"only:<role>"``;
+            invariance: ``"exact"`` or ``"approximate"`` (how the roles are read; docs/design.md § Invariance modes);
+            gamma_weight_decay: a coefficient for decayed γ (they then get a third group of their own);
+            include / exclude: regexes (``re.search`` on parameter names) of γ always / never decayed (exclude
+            wins); regularization (only ``"decoupled"`` makes sense for groups: for ``"l2"`` use `decay_plan`).
         report: a `GammaReport` for this model (``classify_gammas(model)``); required for a model already
             sharded with FSDP2 ``fully_shard`` (classify before sharding: the names do not change).
         no_decay: the rule for every parameter that is not a γ: ``None`` is `transformers.Trainer`'s (no
@@ -498,9 +495,7 @@ def param_groups(
     >>> model(input_ids=ids, labels=ids).loss.backward()
     >>> optimizer.step()
     """
-    plan = decay_plan(model, weight_decay, policy=policy, invariance=invariance,
-                      gamma_weight_decay=gamma_weight_decay, include=include, exclude=exclude, report=report,
-                      no_decay=no_decay, inputs=inputs)
+    plan = decay_plan(model, weight_decay, config, report=report, inputs=inputs, no_decay=no_decay, **overrides)
     plan.warn(model)  # the groups are all the caller sees: what deserves attention goes to the log, as in the Trainer
     return plan.param_groups(model)
 

@@ -8,20 +8,20 @@ everything else is HF's own logic.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
-import random
 import shutil
 import weakref
 
 import torch
 from torch import nn
 from transformers import Seq2SeqTrainer, Trainer, TrainerCallback
+from transformers.utils import logging as hf_logging
 
 from .analysis.inputs import describe_inputs, dummy_inputs_apply
 from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
 from .config import CONFIG_NAME, GammaRegConfig
+from .first_batch import first_training_batch
 from .horizon import GroupHorizon, decay_horizon
 from .plan import GammaDecayPlan, gamma_decay_plan, l2_penalty, refuse_sharded
 from .policy import classify_gammas
@@ -30,7 +30,11 @@ from .roles import GammaAnalysisError
 from .training_args import GammaRegSeq2SeqTrainingArguments, GammaRegTrainingArguments, convert_training_args
 from .wrappers import unwrap_model
 
-logger = logging.getLogger(__name__)
+# What the trainer says goes where `Trainer`'s own lines go: a child of transformers' `transformers.trainer` logger
+# inherits its verbosity (`set_verbosity`, --log_level / --log_level_replica, which `Trainer.__init__` applies), its
+# handler and its format. transformers' example scripts raise only that logger to INFO, so a logger of our own
+# stayed silent there; and muting `transformers.trainer` mutes these lines with Trainer's.
+logger = hf_logging.get_logger("transformers.trainer.hf_gammareg")
 
 
 class GammaRegMixin:
@@ -112,6 +116,12 @@ class GammaRegMixin:
             self.gamma_norm_callback.set_report(self.gamma_report, prefix=unwrap_model(model)[1])
         return plan
 
+    def _ensure_gamma_plan(self) -> GammaDecayPlan:
+        """The plan, made for ``self.model`` with the Trainer's own non-γ rule if nothing has made it yet."""
+        if self.gamma_plan is None:
+            self._gamma_plan_for(self.model, set(super().get_decay_parameter_names(self.model)))
+        return self.gamma_plan
+
     def create_optimizer(self, *args, **kwargs):
         created = self.optimizer is None
         optimizer = super().create_optimizer(*args, **kwargs)
@@ -141,19 +151,20 @@ class GammaRegMixin:
         return optimizer
 
     # -- what the optimizer does, γ by γ ----------------------------------------------------------------
-    def gamma_table(self) -> str:
+    def gamma_table(self, *, notices: bool = True) -> str:
         """The table of what this trainer's optimizer does to each γ (read from ``optimizer.param_groups``).
 
         A header (policy, invariance, include/exclude, coefficients), one row per γ (role, decayed or
         not, the coefficient of the param group that holds it, the reason), a summary line, and "!" lines
         for what deserves attention, each with its fix. Before the optimizer exists, the planned values.
-        `train()` logs the same text once, from the main process: at WARNING when there is a "!" line,
-        else at INFO.
+        `train()` logs it once, from the main process, where `Trainer` logs (logger
+        ``transformers.trainer.hf_gammareg``, so transformers' verbosity and ``--log_level`` decide): the table at
+        INFO, then the "!" lines that name a fix at WARNING. ``notices=False`` leaves those out.
         """
-        if self.gamma_plan is None:
-            self._gamma_plan_for(self.model, set(super().get_decay_parameter_names(self.model)))
+        self._ensure_gamma_plan()
         horizon = self.gamma_horizon if self.gamma_horizon is not None else self.gamma_decay_horizon()
-        return self.gamma_plan.to_table(self._gamma_plan_model, self.optimizer, arg_prefix="gamma_", horizon=horizon)
+        return self.gamma_plan.to_table(self._gamma_plan_model, self.optimizer, arg_prefix="gamma_", horizon=horizon,
+                                        notices=notices)
 
     # -- the decay horizon ------------------------------------------------------------------------------
     def gamma_decay_horizon(self) -> GroupHorizon | None:
@@ -166,8 +177,7 @@ class GammaRegMixin:
         its arguments and training set give. ``None`` when the step count cannot be known yet (no ``max_steps``
         and no sized training set) or the optimizer cannot be built here.
         """
-        if self.gamma_plan is None:
-            self._gamma_plan_for(self.model, set(super().get_decay_parameter_names(self.model)))
+        self._ensure_gamma_plan()
         plan, model = self.gamma_plan, self._gamma_plan_model
         if self.optimizer is not None and self.lr_scheduler is not None and self.state.max_steps:
             steps = self.state.max_steps - self.state.global_step
@@ -202,10 +212,13 @@ class GammaRegMixin:
         self.gamma_horizon = self.gamma_decay_horizon()
         if not self.is_world_process_zero():
             return
-        # The horizon's notice ("decay barely moves γ") is what every fine-tuning run gets: it informs, so on
-        # its own it keeps the table at INFO; the other notices name something to fix.
+        # The table (with the horizon and its notice: "decay barely moves γ" is what every fine-tuning run gets, it
+        # informs) shows wherever Trainer's INFO lines do; the notices that name a fix follow it at WARNING, so
+        # that they show at transformers' default verbosity too.
+        logger.info("hf_gammareg: %s", self.gamma_table(notices=False))
         notices = plan.notices(self._gamma_plan_model, self.optimizer, arg_prefix="gamma_")
-        logger.log(logging.WARNING if notices else logging.INFO, "hf_gammareg: %s", self.gamma_table())
+        if notices:
+            logger.warning("hf_gammareg: %s", "\n".join(f"! {n}" for n in notices))
         if plan.frozen:
             logger.info("hf_gammareg: %d γ do not require grad and are left out of the optimizer", len(plan.frozen))
 
@@ -291,46 +304,9 @@ class GammaRegMixin:
         return report
 
     def _gamma_training_batch(self):
-        """``(batch, None)``: the first training batch, built as training builds it; or ``(None, why not)``.
-
-        Rows ``0 … per_device_train_batch_size - 1`` are read by index and passed through the collator that
-        `Trainer._get_dataloader` uses (``remove_unused_columns`` applied the same way). The train dataloader
-        is not created and its sampler and generator are not touched, so every rank reads the same rows and
-        reaches the same roles, and the data order training sees does not change; the CPU, CUDA, NumPy and
-        Python RNG states are restored after the collator (a masking collator draws from them).
-        """
-        dataset = self.train_dataset
-        if dataset is None:
-            return None, "no train_dataset"
-        if isinstance(dataset, torch.utils.data.IterableDataset) or not _has_length(dataset):
-            # Reading ahead in a stream would consume examples (a generator) or move its state (a resumable
-            # `datasets.IterableDataset`), and training must see the stream exactly as it would without us.
-            return None, ("train_dataset is an IterableDataset, which is not read ahead (that would consume "
-                          "or move its stream)")
-        if len(dataset) == 0:
-            return None, "train_dataset is empty"
-        custom = [m for m in ("get_train_dataloader", "_get_dataloader")
-                  if getattr(type(self), m) is not getattr(Trainer, m)]
-        if custom:
-            # The subclass builds its batches its own way; reading one ahead could draw from its sampler or
-            # generators, so the batch training sees cannot be reproduced here.
-            return None, f"{type(self).__name__} overrides {custom[0]}, so its training batches are not read ahead"
-        n = min(len(dataset), self._train_batch_size)
-        collator = self.data_collator
-        try:
-            import datasets
-
-            is_hf_dataset = isinstance(dataset, datasets.Dataset)
-        except ImportError:
-            is_hf_dataset = False
-        with _saved_rng(collator):
-            if is_hf_dataset:
-                dataset = self._remove_unused_columns(dataset, description="training")
-            else:
-                collator = self._get_collator_with_removed_columns(collator, description="training")
-            fetch = getattr(dataset, "__getitems__", None)
-            rows = fetch(list(range(n))) if fetch else [dataset[i] for i in range(n)]
-            return collator(rows), None
+        """``(batch, None)``: the first training batch, built as training builds it; or ``(None, why not)``
+        (:func:`hf_gammareg.first_batch.first_training_batch`)."""
+        return first_training_batch(self)
 
     def _gamma_inputs_error(self, model, batch, why_not, batch_error, dummy_error) -> GammaAnalysisError:
         """The model's own exception on the training batch first; then the dummy batches, if any were tried."""
@@ -400,10 +376,10 @@ class GammaRegMixin:
     # -- coupled L2 ---------------------------------------------------------------------------------
     def gamma_l2_penalty(self, model: nn.Module | None = None) -> torch.Tensor | None:
         """λ/2·Σ‖γ‖² over the γ the policy regularizes (``None`` unless ``regularization="l2"``)."""
-        if self.gamma_plan is None and self.gamma_config.regularization == "l2":
+        if self.gamma_config.regularization == "l2":
             # A user-supplied optimizer skips create_optimizer, where the plan is normally made; the
             # penalty needs no optimizer, so make the plan here rather than silently skip it.
-            self._gamma_plan_for(self.model, set(super().get_decay_parameter_names(self.model)))
+            self._ensure_gamma_plan()
         plan = self.gamma_plan
         if plan is None or plan.regularization != "l2" or not plan.decayed or plan.coefficient == 0:
             return None
@@ -462,65 +438,6 @@ def _model_error(exc: GammaAnalysisError) -> str:
         return errors[-1].split(": ", 1)[-1]  # less the "on cpu: " of which pass it was
     cause = exc.__cause__ or exc
     return f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
-
-
-def _has_length(dataset) -> bool:
-    try:
-        return len(dataset) is not None
-    except TypeError:
-        return False
-
-
-class _saved_rng:
-    """Restores the CPU, CUDA, NumPy and Python RNG states on exit — and those of the random generators a collator
-    holds as attributes (a `torch.Generator`, `numpy.random.Generator` or `random.Random`, also inside a wrapping
-    collator's ``data_collator``): reading the first batch draws nothing that training would see."""
-
-    def __init__(self, collator=None):
-        self.owned = []
-        seen, todo = set(), [collator]
-        while todo:
-            obj = todo.pop()
-            if obj is None or id(obj) in seen or not hasattr(obj, "__dict__"):
-                continue
-            seen.add(id(obj))
-            for value in vars(obj).values():
-                if isinstance(value, (torch.Generator, random.Random)) or hasattr(value, "bit_generator"):
-                    self.owned.append(value)
-            todo.append(getattr(obj, "data_collator", None))  # transformers' RemoveColumnsCollator
-
-    def __enter__(self):
-        self.owned_states = [g.get_state() if isinstance(g, torch.Generator) else g.getstate()
-                             if isinstance(g, random.Random) else g.bit_generator.state for g in self.owned]
-        self.torch_state = torch.random.get_rng_state()
-        self.cuda_state = (torch.cuda.get_rng_state_all()
-                           if torch.cuda.is_available() and torch.cuda.is_initialized() else None)
-        self.python_state = random.getstate()
-        try:
-            import numpy
-
-            self.numpy_state = numpy.random.get_state()
-        except ImportError:  # pragma: no cover - numpy ships with torch wheels
-            self.numpy_state = None
-        return self
-
-    def __exit__(self, *exc):
-        for g, state in zip(self.owned, self.owned_states):
-            if isinstance(g, torch.Generator):
-                g.set_state(state)
-            elif isinstance(g, random.Random):
-                g.setstate(state)
-            else:
-                g.bit_generator.state = state
-        torch.random.set_rng_state(self.torch_state)
-        if self.cuda_state is not None:
-            torch.cuda.set_rng_state_all(self.cuda_state)
-        random.setstate(self.python_state)
-        if self.numpy_state is not None:
-            import numpy
-
-            numpy.random.set_state(self.numpy_state)
-        return False
 
 
 class _GammaTableCallback(TrainerCallback):

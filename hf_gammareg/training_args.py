@@ -5,27 +5,66 @@ from __future__ import annotations
 
 import copyreg
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
-from .config import REGULARIZATIONS, GammaRegConfig
-from .policy import POLICY_HELP
-from .roles import INVARIANCE_MODES
+from .config import GammaConfigError, GammaRegConfig, argument_name, option_fields
 
-_GAMMA_FIELDS = {
-    "gamma_policy": "policy",
-    "gamma_weight_decay": "gamma_weight_decay",
-    "gamma_invariance": "invariance",
-    "gamma_include": "include",
-    "gamma_exclude": "exclude",
-    "gamma_regularization": "regularization",
-}
+_TRAINER_ONLY = (  # Trainer settings that do not travel with the model (no GammaRegConfig field)
+    ("gamma_log_norms", bool, field(
+        default=True, metadata={"help": "Log mean ‖γ‖ per role at each logging step (GammaNormCallback)."})),
+    ("gamma_allow_config_change", bool, field(
+        default=False,
+        metadata={"help": "Allow resuming from a checkpoint whose gammareg_config.json differs from this run's."})),
+)
+# {TrainingArguments field: GammaRegConfig field}, derived from the config's declaration.
+ARGUMENT_FIELDS = {argument_name(f): f.name for f in option_fields()}
 
 
-@dataclass
-class GammaRegArgumentsMixin:
-    """The ``gamma_*`` fields shared by both TrainingArguments subclasses.
+def _argument_field(f: dataclasses.Field, hint) -> tuple:
+    """The ``gamma_*`` TrainingArguments field declared by config field ``f`` (its type hint ``hint``)."""
+    md = f.metadata
+    metadata = {"help": md["help"]}
+    if md["choices"]:
+        metadata["choices"] = list(md["choices"])
+    if md["arg_type"] is not None:
+        return argument_name(f), md["arg_type"], field(default=md["arg_default"], metadata=metadata)
+    return argument_name(f), hint, field(default=f.default, metadata=metadata)
+
+
+class _GammaArguments:
+    """What the ``gamma_*`` fields do: validation first, and the `GammaRegConfig` they describe."""
+
+    def __post_init__(self):
+        # Validate first, so a bad gamma_* value is reported by its own name, not as an HF error.
+        try:
+            self._gamma_config = self._build_gamma_config()
+        except GammaConfigError as exc:
+            arg = next((a for a, name in ARGUMENT_FIELDS.items() if name == exc.field), exc.field)
+            raise ValueError(f"{arg}: {exc.message}") from None
+        super().__post_init__()
+
+    def _build_gamma_config(self) -> GammaRegConfig:
+        return GammaRegConfig(**{name: getattr(self, arg) for arg, name in ARGUMENT_FIELDS.items()})
+
+    @property
+    def gamma_config(self) -> GammaRegConfig:
+        """The ``GammaRegConfig`` these arguments describe."""
+        return self._build_gamma_config()
+
+
+_HINTS = typing.get_type_hints(GammaRegConfig)
+# The gamma_* fields are generated from GammaRegConfig: one declaration of every γ option.
+GammaRegArgumentsMixin = dataclasses.make_dataclass(
+    "GammaRegArgumentsMixin",
+    [_argument_field(f, _HINTS[f.name]) for f in option_fields()] + list(_TRAINER_ONLY),
+    bases=(_GammaArguments,),
+    namespace={"__module__": __name__, "__doc__": """The ``gamma_*`` fields shared by both TrainingArguments subclasses.
+
+    Generated from `GammaRegConfig`'s fields (one ``gamma_<field>`` each, its help and choices), plus two
+    Trainer settings that do not travel with the model.
 
     Parameters:
         > γ regularization
@@ -39,52 +78,8 @@ class GammaRegArgumentsMixin:
         gamma_log_norms (`bool`, defaults to `True`): log mean ‖γ‖ per role at each logging step.
         gamma_allow_config_change (`bool`, defaults to `False`): resume from a checkpoint saved under
             another γ config (refused by default: it would silently change the split mid-run).
-    """
-
-    gamma_policy: str = field(default="guidelines", metadata={"help": POLICY_HELP})
-    gamma_weight_decay: float | None = field(
-        default=None, metadata={"help": "Weight decay for decayed γ; defaults to --weight_decay."}
-    )
-    gamma_invariance: str = field(
-        default="exact",
-        metadata={"help": "How γ scale invariance is read from the graph.", "choices": list(INVARIANCE_MODES)},
-    )
-    gamma_include: list[str] | None = field(
-        default=None, metadata={"help": "Regexes of γ parameter names to decay whatever their role."}
-    )
-    gamma_exclude: list[str] | None = field(
-        default=None, metadata={"help": "Regexes of γ parameter names never to decay (wins over include)."}
-    )
-    gamma_regularization: str = field(
-        default="decoupled",
-        metadata={"help": "'decoupled' optimizer weight decay or 'l2' penalty λ/2·‖γ‖² in the loss.",
-                  "choices": list(REGULARIZATIONS)},
-    )
-    gamma_log_norms: bool = field(
-        default=True, metadata={"help": "Log mean ‖γ‖ per role at each logging step (GammaNormCallback)."}
-    )
-    gamma_allow_config_change: bool = field(
-        default=False,
-        metadata={"help": "Allow resuming from a checkpoint whose gammareg_config.json differs from this run's."},
-    )
-
-    def __post_init__(self):
-        # Validate first, so a bad gamma_* value is reported by its own name, not as an HF error.
-        try:
-            self._gamma_config = self._build_gamma_config()
-        except ValueError as exc:
-            field_name, _, message = str(exc).partition(": ")
-            arg = next((k for k, v in _GAMMA_FIELDS.items() if v == field_name), field_name)
-            raise ValueError(f"{arg}: {message}") from None
-        super().__post_init__()
-
-    def _build_gamma_config(self) -> GammaRegConfig:
-        return GammaRegConfig(**{cfg: getattr(self, arg) for arg, cfg in _GAMMA_FIELDS.items()})
-
-    @property
-    def gamma_config(self) -> GammaRegConfig:
-        """The ``GammaRegConfig`` these arguments describe."""
-        return self._build_gamma_config()
+    """},
+)
 
 
 @dataclass

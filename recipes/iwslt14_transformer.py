@@ -21,7 +21,10 @@ Tokenization: a joint SentencePiece model trained here on the training text (bot
 
 * **sacreBLEU** (13a, cased) on detokenized text, and
 * **tokenized BLEU** on lowercased, Moses-tokenized text with ``tokenize="none"`` — what fairseq papers
-  report (the paper's 35.14 is of this kind).
+  report (the paper's 35.14 is of this kind),
+
+both through `evaluate`'s ``sacrebleu`` module as run_translation.py computes its BLEU: the Hub's where the Hub
+is reachable, offline ``recipes/metrics/sacrebleu.py`` loaded by path (``bleu.metric_module`` in ``results.json``).
 
 With ``data_is_tokenized`` (IWSLT14 as fairseq prepares it, Multi30k) the references are already tokenized
 and lowercased: the SentencePiece-decoded hypothesis is then tokenized text too (SentencePiece restores the
@@ -57,6 +60,7 @@ from recipe_utils import (
     gamma_record,
     gamma_rms_by_role,
     load_data_file,
+    load_metric,
     parse_args,
 )
 from torch.utils.data import DataLoader
@@ -233,8 +237,14 @@ def simple_detokenize(text: str) -> str:
     return text.strip()
 
 
-def bleu_scores(hyps: list[str], refs: list[str], *, data_is_tokenized: bool, lang: str) -> dict:
+def bleu_scores(hyps: list[str], refs: list[str], *, data_is_tokenized: bool, lang: str, metric=None) -> dict:
+    """sacreBLEU and tokenized BLEU of ``hyps`` against ``refs`` through `evaluate`'s ``sacrebleu`` module
+    (``metric``; by default the Hub's, or offline ``recipes/metrics/sacrebleu.py``, see `load_metric`)."""
     import sacrebleu
+
+    source = None
+    if metric is None:
+        metric, source = load_metric("sacrebleu", offline_module="sacrebleu")
 
     try:
         from sacremoses import MosesDetokenizer, MosesTokenizer
@@ -252,11 +262,16 @@ def bleu_scores(hyps: list[str], refs: list[str], *, data_is_tokenized: bool, la
     else:
         det_h, det_r = hyps, refs
         tok_h, tok_r = [tokenize(h) for h in hyps], [tokenize(r) for r in refs]
-    metric = sacrebleu.metrics.BLEU()  # 13a tokenization, cased: sacreBLEU's defaults
-    sacre = metric.corpus_score(det_h, [det_r])
-    tok_bleu = sacrebleu.corpus_bleu([h.lower() for h in tok_h], [[r.lower() for r in tok_r]], tokenize="none")
-    return {"sacrebleu": round(sacre.score, 2), "tok_bleu": round(tok_bleu.score, 2),
-            "sacrebleu_signature": str(metric.get_signature()), "detokenizer": tool}
+    # 13a tokenization, cased: sacreBLEU's defaults. The module returns no signature; sacreBLEU signs a metric once
+    # it knows the number of references per sentence, which is 1 here.
+    signer = sacrebleu.metrics.BLEU()
+    signer.num_refs = 1
+    sacre = metric.compute(predictions=det_h, references=[[r] for r in det_r])
+    tok_bleu = metric.compute(predictions=[h.lower() for h in tok_h], references=[[r.lower()] for r in tok_r],
+                              tokenize="none")
+    return {"sacrebleu": round(sacre["score"], 2), "tok_bleu": round(tok_bleu["score"], 2),
+            "sacrebleu_signature": str(signer.get_signature()), "detokenizer": tool,
+            **({"metric_module": source} if source else {})}
 
 
 def translate(trainer, sp, evaluation, args) -> list[str]:

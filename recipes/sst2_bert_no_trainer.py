@@ -37,12 +37,13 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from recipe_utils import Stopwatch, compute_accuracy, optimizer_gamma_record, parse_args, write_results
+from recipe_utils import Stopwatch, accuracy_metrics, load_metric, optimizer_gamma_record, parse_args, write_results
 from sst2_bert import PAPER, make_parser, tokenized_splits
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
+    EvalPrediction,
     get_scheduler,
     set_seed,
 )
@@ -159,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         out, refs = accelerator.gather_for_metrics((out, batch["labels"]))  # drops the last batch's padding
         logits.append(out.float().cpu().numpy())
         labels.append(refs.cpu().numpy())
-    metrics = compute_accuracy((np.concatenate(logits), np.concatenate(labels)))
+    # through `evaluate`, as sst2_bert.py (and run_glue.py) do: the Hub's glue/sst2, offline recipes/metrics/accuracy.py
+    metric, metric_source = load_metric("glue", "sst2", offline_module="accuracy")
+    metrics = accuracy_metrics(metric)(EvalPrediction(predictions=np.concatenate(logits),
+                                                      label_ids=np.concatenate(labels)))
 
     if args.save_model:
         accelerator.wait_for_everyone()
@@ -177,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": "sst2_bert_no_trainer", "model": args.model_name_or_path, "seed": targs.seed,
         "n_train": len(train), "n_eval": len(validation), "train_loss": train_loss, "steps": step,
         "metrics": {"eval_accuracy": metrics["accuracy"]}, "primary_metric": "eval_accuracy",
+        "metric_module": metric_source,
         "paper": PAPER, "gamma": gammas, "wall_s": clock.seconds(),
         "num_processes": accelerator.num_processes, "groups_by_process": layouts,
     })

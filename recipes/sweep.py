@@ -45,7 +45,10 @@ from importlib import metadata
 
 from sweep_records import RunRecord, append_row, column_roles, render
 
+from hf_gammareg.config import argument_name, option_fields
 from hf_gammareg.sweeps import plot_sweep, read_sweep_csv
+
+ARG = {f.name: argument_name(f) for f in option_fields()}  # GammaRegConfig field -> the recipes' flag name
 
 DEFAULT_POLICIES = ["hf-default", "guidelines", "guidelines+approximate", "all", "none",
                     "only:branch", "only:invariant", "only:stream", "only:head"]
@@ -86,13 +89,14 @@ class Entry:
     gamma_weight_decay: float | None = None
 
     def run_flags(self) -> list[str]:
-        flags = ["--gamma_policy", self.policy, "--gamma_invariance", self.invariance]
+        """The recipe flags of this entry: the TrainingArguments names GammaRegConfig declares for its fields."""
+        flags = [f"--{ARG['policy']}", self.policy, f"--{ARG['invariance']}", self.invariance]
         if self.include:
-            flags += ["--gamma_include", *self.include]
+            flags += [f"--{ARG['include']}", *self.include]
         if self.exclude:
-            flags += ["--gamma_exclude", *self.exclude]
+            flags += [f"--{ARG['exclude']}", *self.exclude]
         if self.gamma_weight_decay is not None:
-            flags += ["--gamma_weight_decay", repr(self.gamma_weight_decay)]
+            flags += [f"--{ARG['gamma_weight_decay']}", repr(self.gamma_weight_decay)]
         return flags
 
     def fields(self) -> dict:

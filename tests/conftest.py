@@ -48,3 +48,21 @@ def load_recipe(name: str):
     spec.loader.exec_module(module)
     return module
 
+
+@pytest.fixture
+def trainer_log(caplog):
+    """``caplog`` for transformers' loggers at INFO — where `GammaRegTrainer` logs, as `Trainer` does.
+
+    transformers' root logger does not propagate to Python's root logger (where ``caplog`` listens), so the
+    capturing handler is added to it; its verbosity is restored afterwards.
+    """
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    root, level = logging.getLogger("transformers"), hf_logging.get_verbosity()
+    root.addHandler(caplog.handler)
+    hf_logging.set_verbosity_info()
+    yield caplog
+    root.removeHandler(caplog.handler)
+    hf_logging.set_verbosity(level)

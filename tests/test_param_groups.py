@@ -25,6 +25,13 @@ from hf_gammareg import (
 
 GPT2_LN = {f"transformer.h.{i}.{ln}.weight" for i in (0, 1) for ln in ("ln_1", "ln_2")}
 GPT2_HEAD = "transformer.ln_f.weight"
+TRAINER_LOG = "transformers.trainer.hf_gammareg"  # a child of Trainer's own logger
+
+
+def table_records(caplog):
+    """The γ table and the notices that follow it, as the trainer logged them."""
+    return [r for r in caplog.records if r.name == TRAINER_LOG
+            and r.getMessage().startswith(("hf_gammareg: γ weight decay", "hf_gammareg: !"))]
 
 
 def layout(groups):
@@ -285,31 +292,32 @@ def optimizer_coefficients(trainer):
       "transformer.h.1.ln_1.weight": ("branch", "no (exclude)", "0"),
       "transformer.h.1.ln_2.weight": ("branch", "no (exclude)", "0"), GPT2_HEAD: ("head", "no", "0")}),
 ])
-def test_gamma_table_is_what_the_optimizer_does(tmp_path, caplog, kwargs, header, expected):
+def test_gamma_table_is_what_the_optimizer_does(tmp_path, trainer_log, kwargs, header, expected):
     trainer = GammaRegTrainer(model=tiny_gpt2(), args=GammaRegTrainingArguments(
         **_args(tmp_path, max_steps=1), gamma_log_norms=False, **kwargs), train_dataset=_tokens())
-    with caplog.at_level(logging.INFO, logger="hf_gammareg.trainer"):
-        trainer.train()
+    trainer.train()
     table = trainer.gamma_table()
     rows = table_rows(table)
     assert rows == expected
     actual = optimizer_coefficients(trainer)  # the table agrees with the optimizer's groups, γ by γ
     assert {n: float(c) for n, (_, _, c) in rows.items()} == {n: actual[n] for n in rows}
     assert table.splitlines()[0] == "γ weight decay of this optimizer — " + header
-    # logged once, at WARNING: include/exclude changed the roles' decisions
-    logged = [r for r in caplog.records if r.name == "hf_gammareg.trainer" and "γ weight decay" in r.getMessage()]
-    assert len(logged) == 1 and logged[0].levelno == logging.WARNING
-    assert "gamma_include/gamma_exclude override the roles for" in logged[0].getMessage()
+    # logged once, where Trainer logs: the table at INFO, then — include/exclude changed the roles' decisions —
+    # the notice that names it, at WARNING and only there
+    logged = table_records(trainer_log)
+    assert [r.levelno for r in logged] == [logging.INFO, logging.WARNING]
+    assert logged[0].getMessage() == "hf_gammareg: " + trainer.gamma_table(notices=False)
+    assert "gamma_include/gamma_exclude override the roles for" not in logged[0].getMessage()
+    assert logged[1].getMessage().startswith("hf_gammareg: ! gamma_include/gamma_exclude override the roles for ")
 
 
-def test_gamma_table_at_info_when_nothing_needs_attention(tmp_path, caplog):
+def test_gamma_table_at_info_when_nothing_needs_attention(tmp_path, trainer_log):
     # lr·λ = 0.1 in its one step: the decay horizon is not negligible either (no "barely moves γ" notice).
     trainer = GammaRegTrainer(model=tiny_gpt2(), args=GammaRegTrainingArguments(
         **_args(tmp_path, max_steps=1, learning_rate=1.0, weight_decay=0.1), gamma_log_norms=False),
         train_dataset=_tokens())
-    with caplog.at_level(logging.INFO, logger="hf_gammareg.trainer"):
-        trainer.train()
-    logged = [r for r in caplog.records if r.name == "hf_gammareg.trainer" and "γ weight decay" in r.getMessage()]
+    trainer.train()
+    logged = table_records(trainer_log)
     assert [r.levelno for r in logged] == [logging.INFO]
     assert "4 of 5 γ decayed (128 of 160 values)" in logged[0].getMessage() and "\n! " not in logged[0].getMessage()
 
@@ -322,15 +330,14 @@ def test_gamma_table_at_info_when_nothing_needs_attention(tmp_path, caplog):
                                         "decayed: set weight_decay (e.g. 0.01) or gamma_weight_decay.")),
     (tiny_gpt2, {"gamma_include": ["ln_ff"]}, "gamma_include pattern 'ln_ff' matches no γ"),
 ])
-def test_gamma_table_warns_with_the_fix(tmp_path, caplog, model, kwargs, notice):
+def test_gamma_table_warns_with_the_fix(tmp_path, trainer_log, model, kwargs, notice):
     data = Sentences() if model is tiny_bert else _tokens()
     args = _args(tmp_path, max_steps=1, **{k: v for k, v in kwargs.items() if not k.startswith("gamma_")})
     trainer = GammaRegTrainer(model=model(), args=GammaRegTrainingArguments(
         **args, gamma_log_norms=False, **{k: v for k, v in kwargs.items() if k.startswith("gamma_")}),
         train_dataset=data)
-    with caplog.at_level(logging.INFO, logger="hf_gammareg.trainer"):
-        trainer.train()
-    warnings = [r.getMessage() for r in caplog.records if r.name == "hf_gammareg.trainer"
+    trainer.train()
+    warnings = [r.getMessage() for r in trainer_log.records if r.name == TRAINER_LOG
                 and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and notice in warnings[0]
 

@@ -119,6 +119,9 @@ def test_sst2_policy_reaches_optimizer(sst2, tmp_path, policy, invariance, decay
     assert decay == {name: (WD if name in decayed else 0.0) for name in BERT_GAMMAS}
     assert record["gamma"]["policy"] == policy  # the CLI flag won over the YAML's hf-default
     assert 0.0 <= record["metrics"]["eval_accuracy"] <= 100.0 and record["n_eval"] == 4
+    # 4 sentences: accuracy in quarters, computed by the `evaluate` module shipped with the recipes (offline)
+    assert record["metrics"]["eval_accuracy"] in (0.0, 25.0, 50.0, 75.0, 100.0)
+    assert record["metric_module"] == os.path.join("recipes", "metrics", "accuracy.py")
 
 
 def test_same_seed_and_decay_set_give_the_same_run(sst2, tmp_path):
@@ -221,6 +224,45 @@ def test_bleu_on_tokenized_references():
     assert perfect["tok_bleu"] == pytest.approx(100.0) and perfect["sacrebleu"] == pytest.approx(100.0)
     worse = mt.bleu_scores(["a man rides a horse .", "two cats play ."], refs, data_is_tokenized=True, lang="en")
     assert 0 < worse["tok_bleu"] < 100
+
+
+def test_sst2_accuracy_through_evaluate_equals_the_old_computation(monkeypatch):
+    from transformers import EvalPrediction
+
+    utils = load("recipe_utils")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as in the suite: the module shipped with the recipes
+    metric, source = utils.load_metric("glue", "sst2", offline_module="accuracy")
+    assert source == os.path.join("recipes", "metrics", "accuracy.py")
+    logits = np.array([[0.1, 2.0], [3.0, -1.0], [0.0, 0.5], [1.5, 1.0], [-2.0, 2.0]], dtype=np.float32)
+    labels = np.array([1, 0, 0, 1, 1])  # argmax 1, 0, 1, 0, 1: 3 of 5 right
+    new = utils.accuracy_metrics(metric)(EvalPrediction(predictions=logits, label_ids=labels))
+    assert new == {"accuracy": 60.0} == utils.compute_accuracy((logits, labels))
+    # the way run_glue.py hands predictions over: a tuple whose first element is the logits
+    assert utils.accuracy_metrics(metric)(EvalPrediction(predictions=(logits,), label_ids=labels)) == new
+
+
+def test_bleu_through_evaluate_equals_the_old_computation(monkeypatch):
+    import sacrebleu
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    mt = load("iwslt14_transformer")
+    refs = ["a man rides a bike down the street .", "two dogs play in the white snow .", "the woman &apos;s hat ."]
+    hyps = ["a man rides a bicycle down the street .", "two dogs are playing in the snow .", "the woman &apos;s hat ."]
+    scores = mt.bleu_scores(hyps, refs, data_is_tokenized=True, lang="en")
+    assert scores["metric_module"] == os.path.join("recipes", "metrics", "sacrebleu.py")
+    # what the recipe computed before it went through `evaluate`: sacreBLEU's own calls
+    from sacremoses import MosesDetokenizer
+
+    detok = MosesDetokenizer("en").detokenize
+    sacre = sacrebleu.metrics.BLEU().corpus_score([detok(h.split()) for h in hyps], [[detok(r.split()) for r in refs]])
+    tok = sacrebleu.corpus_bleu(hyps, [refs], tokenize="none")
+    assert (scores["sacrebleu"], scores["tok_bleu"]) == (round(sacre.score, 2), round(tok.score, 2))
+    assert 0 < scores["tok_bleu"] < 100
+    assert scores["sacrebleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    # the module's other outputs are sacreBLEU's too
+    metric, _ = load("recipe_utils").load_metric("sacrebleu", offline_module="sacrebleu")
+    out = metric.compute(predictions=hyps, references=[[r] for r in refs], tokenize="none")
+    assert (out["counts"], out["totals"], out["bp"]) == (tok.counts, tok.totals, tok.bp)
 
 
 def test_decode_stops_at_eos_and_drops_gather_padding():
