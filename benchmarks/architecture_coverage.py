@@ -4,15 +4,18 @@
     python benchmarks/architecture_coverage.py --only mixtral whisper --verbose
     python benchmarks/architecture_coverage.py --workers 2 --timeout 60 --json runs/coverage.json
     python benchmarks/architecture_coverage.py --json runs/after.json --compare runs/before.json  # roles that moved
+    python benchmarks/architecture_coverage.py --from-json runs/after.json --compare runs/before.json  # re-summarize
 
 For each ``model_type`` in ``CONFIG_MAPPING``: the default config with every layer count cut to 2 (a model on
-``meta`` holds no memory, so widths do not matter; depth only costs time), the base model (``AutoModel``'s
+``meta`` holds no memory, so widths do not matter; depth only costs time; lists of layer indices such as Mllama's
+``intermediate_layers_indices`` are mapped into the 2 layers), the base model (``AutoModel``'s
 class for that config; for a sub-config without one — a VLM's text or vision part — the class of its modeling
 module built for exactly that config) built on ``meta`` — as ``hf-gammareg inspect`` builds models — and
 ``classify_gammas`` with no inputs. A model type whose config or model cannot be built at all is "not
 buildable" and is left out of the percentage. Each model runs in a worker process with a timeout; a worker
 that crashes or hangs is replaced and the model counted as such. Prints buildable / classified / errors by
-class / the slowest, and writes every result as JSON (each γ's role included) and the printed summary as a
+class / every failure by cause, with why no dummy batch can be guessed for it (``CAUSES``) / the slowest, and
+writes every result as JSON (each γ's role, each failure's cause included) and the printed summary as a
 ``.txt`` beside it. ``--compare`` names every γ whose role differs from an earlier JSON's, model by model.
 """
 
@@ -52,10 +55,25 @@ def shrink(config, seen=None) -> None:
             try:
                 setattr(config, key, 2)
             except Exception:  # noqa: BLE001 - some configs guard attributes; leave them
-                pass
+                continue
+            if key == "num_hidden_layers":
+                _follow_cut(config, value)
     for value in list(vars(config).values()):
         if isinstance(value, PretrainedConfig):
             shrink(value, seen)
+
+
+def _follow_cut(config, n_before: int) -> None:
+    """Lists of layer indices (Mllama's ``intermediate_layers_indices``) follow the cut from ``n_before`` layers to
+    2: each index maps to the layer at the same depth fraction, so no index points past the last layer."""
+    for key, value in list(vars(config).items()):
+        if ("layer" in key and ("indices" in key or "index" in key or key.endswith("_ids")) and isinstance(value, list)
+                and value and all(isinstance(i, int) and not isinstance(i, bool) for i in value)):
+            mapped = sorted({min(1, max(0, i) * 2 // n_before) for i in value})
+            try:
+                setattr(config, key, mapped)
+            except Exception:  # noqa: BLE001
+                pass
 
 
 def build(model_type: str):
@@ -267,6 +285,47 @@ def failure_class(r: dict) -> str:
     return error[:90]
 
 
+# Why a failure cannot be fixed by a better guess: each cause, what in the error shows it, and the reason. Read
+# from the error text (the model's own exception), first match wins.
+CAUSES = (
+    (r"dummy `inference_session`",
+     "a video tracker's `inference_session`: the processor's state (frames, prompts, memory bank), an object "
+     "that no config field describes"),
+    (r"names no input the builder knows",
+     "a forward with no data input by name (Bark only generates; the VQ-GAN tokenizers' forward takes what their "
+     "own pipeline hands it)"),
+    (r"Cannot copy out of meta|expert_tensor|repeat_interleave a meta tensor|item\(\) cannot be called on meta"
+     r"|not on the expected device",
+     "sizes tensors from values computed from float activations (token routing, predicted durations), which a "
+     "meta pass does not have: it needs a real batch on a real device"),
+    (r"shapes \(\d+, \d+, \d+\) and \(\d+, \d+, \d+\) do not broadcast",
+     "a convolutional codec whose padding comes from lengths held in tensors: their values are not known on meta, "
+     "and the encoder and decoder paths come out frames apart"),
+    (r"cannot build a dummy `(\w+)`",
+     "requires `{0}`, an input whose shape and meaning no config field states"),
+    (r"must have same reduction dim|normalized_shape|Invalid channel dimensions|does not match expected suffix",
+     "an input width or channel count that no config field states (a front end's frame stacking, a projector's "
+     "pixel-shuffle ratio, a sub-model fed by another's features)"),
+)
+
+
+def failure_cause(r: dict) -> str:
+    """The cause of one failure and why no dummy batch can be guessed for it (``CAUSES``)."""
+    import re
+
+    error = r.get("error") or ""
+    if r["status"] in ("timeout", "crash"):
+        return f"{r['status']} ({r.get('error_class')}): the worker did not return"
+    for pattern, why in CAUSES:
+        match = re.search(pattern, error)
+        if match:
+            return why.format(*match.groups())
+    if "no tensor in it" in error:
+        return "the forward returns no tensor to read the dataflow from (an empty BackboneOutput for the cut config)"
+    return ("a layout or value convention that no config field states (the model's own exception is in the JSON: "
+            f"{failure_class(r).replace('forward raised ', '').replace(' on every dummy batch', '')})")
+
+
 def summarize(rows: list[dict], slowest: int = 10) -> str:
     statuses = Counter(r["status"] for r in rows)
     buildable = [r for r in rows if r["status"] != "not_buildable"]
@@ -286,6 +345,13 @@ def summarize(rows: list[dict], slowest: int = 10) -> str:
             by_class.setdefault(failure_class(r), []).append(r["model_type"])
         for text, members in sorted(by_class.items(), key=lambda kv: (-len(kv[1]), kv[0])):
             lines.append(f"  {len(members):3d}  {text}  [{', '.join(members[:10])}{' …' if len(members) > 10 else ''}]")
+        lines.append("not classified, by cause (why no dummy batch can be guessed), every model type:")
+        by_cause: dict[str, list[str]] = {}
+        for r in failures:
+            r["cause"] = failure_cause(r)
+            by_cause.setdefault(r["cause"], []).append(r["model_type"])
+        for text, members in sorted(by_cause.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            lines.append(f"  {len(members):3d}  {text}: {', '.join(members)}")
     checked = [r for r in classified if "hf_default_matches_trainer" in r]
     mismatched = [r["model_type"] for r in checked if not r["hf_default_matches_trainer"]]
     lines.append(f"hf-default equals transformers.Trainer's split: {len(checked) - len(mismatched)} / {len(checked)}"
@@ -347,7 +413,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="coverage.json", help="where to write every result")
     p.add_argument("--verbose", action="store_true", help="print each result as it comes")
     p.add_argument("--compare", metavar="JSON", help="an earlier run's JSON: list every γ whose role changed")
+    p.add_argument("--from-json", metavar="JSON",
+                   help="summarize an earlier run again, running nothing: rewrites its .txt and the causes in it")
     args = p.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as f:
+            run = json.load(f)
+        text = run["header"] + "\n" + summarize(run["results"])
+        if args.compare:
+            with open(args.compare, encoding="utf-8") as f:
+                text += "\n" + compare(run["results"], json.load(f)["results"])
+        print(text)
+        _write(args.from_json, run["header"], run["results"], text, argv)
+        return 0
     from transformers import __version__ as tf_version
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
@@ -368,13 +446,18 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.compare, encoding="utf-8") as f:
             text += "\n" + compare(rows, json.load(f)["results"])
     print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as f:
+    _write(args.json, header, rows, text, argv)
+    return 0
+
+
+def _write(path: str, header: str, rows: list[dict], text: str, argv) -> None:
+    """Every record as JSON at ``path`` (each failure with its cause), the printed summary as ``.txt`` beside it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
         json.dump({"header": header, "results": rows}, f, indent=1)
-    with open(os.path.splitext(args.json)[0] + ".txt", "w", encoding="utf-8") as f:
+    with open(os.path.splitext(path)[0] + ".txt", "w", encoding="utf-8") as f:
         f.write(f"# python benchmarks/architecture_coverage.py {' '.join(argv if argv is not None else sys.argv[1:])}\n"
                 f"# {time.strftime('%Y-%m-%dT%H:%M')}, {os.cpu_count()} CPU(s)\n{text}\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python benchmarks/classify_scale.py            # 80 and 160 layers, one process each
 
 Each size runs in a fresh subprocess so that peak RSS is that size's own. Printed per size: wall time
-of `classify_gammas` (best of --repeats after one warm-up; model construction on meta excluded), peak
+of `classify_gammas` (best of --repeats after one warm-up; model construction on meta excluded) against one plain
+forward of the same meta model on the same dummy batch (best of --repeats) and their ratio, peak
 RSS above the RSS right after `import transformers` and above the RSS once the meta model is built,
 and at the end t(160)/t(80). Targets: ≤ 1 s, ≤ 150 MB, ratio ≤ 2.2.
 """
@@ -34,7 +35,7 @@ def measure(layers: int, repeats: int) -> dict:
     import transformers
 
     rss_after_import = _rss_mb()
-    from hf_gammareg import classify_gammas
+    from hf_gammareg import classify_gammas, dummy_inputs
 
     config = transformers.LlamaConfig(num_hidden_layers=layers, **LLAMA_70B)
     with torch.device("meta"):
@@ -49,8 +50,23 @@ def measure(layers: int, repeats: int) -> dict:
         report = classify_gammas(model)
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The yardstick: one plain forward of the same meta model on the same dummy batch, with autograd on (as the
+    # analysis records it) and nothing else — no module hooks, no graph reading. It runs under the analysis's meta
+    # dispatch mode, since a bare meta forward stops at transformers' data-dependent mask checks (`.all()` on a
+    # meta tensor); the mode answers them and is part of any meta forward that runs at all.
+    from hf_gammareg.analysis.trace import _MetaForward
+
+    batch = dummy_inputs(model, device="meta")
+    torch.set_num_threads(1)  # as the analysis runs its meta pass: each op is a few elements, threads only wait
+    forward = []
+    for i in range(repeats + 1):  # the first is a warm-up
+        start = time.perf_counter()
+        with _MetaForward():
+            model(**batch)
+        if i:
+            forward.append(time.perf_counter() - start)
     return {"layers": layers, "gammas": len(report.roles), "seconds": min(times),
-            "median_s": sorted(times)[len(times) // 2],
+            "median_s": sorted(times)[len(times) // 2], "forward_s": min(forward),
             "peak_rss_above_import_mb": peak - rss_after_import,
             "peak_rss_above_model_mb": peak - rss_model_built, "counts": {k: v[0] for k, v in report.counts().items()}}
 
@@ -71,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         r = json.loads(out.strip().splitlines()[-1])
         results[layers] = r
         print(f"layers={layers:4d}  γ={r['gammas']:4d}  "
-              f"classify min {r['seconds']:.3f} s (median {r['median_s']:.3f} s)  "
+              f"classify min {r['seconds']:.3f} s (median {r['median_s']:.3f} s), plain meta forward "
+              f"{r['forward_s']:.3f} s (classify/forward {r['seconds'] / r['forward_s']:.2f})  "
               f"peak RSS +{r['peak_rss_above_import_mb']:.0f} MB over `import transformers` "
               f"(+{r['peak_rss_above_model_mb']:.0f} MB over the built meta model)  roles {r['counts']}")
     if 80 in results and 160 in results:

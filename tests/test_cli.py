@@ -70,12 +70,17 @@ def test_inspect_gpt2_sequence_classification_without_a_pad_token(capsys):
 
 
 def test_inspect_a_model_dummy_inputs_cannot_run_fails_in_one_line(tmp_path, capsys):
-    from transformers import DecisionTransformerConfig
+    # JetMoE sizes its expert groups from routing decisions on float logits (`.tolist()` of counts): no meta pass can
+    # run it. (Decision Transformer, this test's model before, now gets its trajectory inputs from the config.)
+    from transformers import JetMoeConfig
 
-    DecisionTransformerConfig(state_dim=3, act_dim=2, hidden_size=16, n_layer=1, n_head=2).save_pretrained(tmp_path)
+    config = JetMoeConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                          kv_channels=8, intermediate_size=20, num_local_experts=2, num_experts_per_tok=1,
+                          vocab_size=64)
+    config.save_pretrained(tmp_path)
     assert main(["inspect", str(tmp_path)]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hf-gammareg")]  # not transformers'
-    assert len(err) == 1 and err[0].startswith("hf-gammareg: DecisionTransformerModel's forward does not run")
+    assert len(err) == 1 and err[0].startswith("hf-gammareg: JetMoeModel's forward does not run")
     assert "classify_gammas(model, inputs=batch)" in err[0]
 
 

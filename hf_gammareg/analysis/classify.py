@@ -15,7 +15,15 @@ from ..hf_rule import hf_default_decay_names
 from ..report import GammaReport
 from ..roles import INVARIANCE_MODES, GammaAnalysisError
 from .graph import Graph, Propagation, own_ops
-from .inputs import candidate_inputs, describe_inputs, input_shapes, single_example, with_placeholders
+from .inputs import (
+    candidate_inputs,
+    describe_inputs,
+    input_shapes,
+    inputs_left_out,
+    single_example,
+    with_config_gaps_filled,
+    with_placeholders,
+)
 from .norms import is_candidate, is_norm_module, is_torch_norm, norm_gamma, normalizes
 from .trace import (
     ForeignForward,
@@ -30,7 +38,7 @@ from .trace import (
 
 logger = logging.getLogger(__name__)
 
-_MAX_INPUT_ATTEMPTS = 12  # candidate dummy batches tried before giving up (each failure on meta takes milliseconds)
+_MAX_INPUT_ATTEMPTS = 24  # candidate dummy batches tried before giving up (each failure on meta takes milliseconds)
 _OUTSIDE_AUTOGRAD = (
     "used in the forward only with autograd off (under torch.no_grad, or inside a custom autograd Function such "
     "as reversible layers): no role can be read from the graph; decayed as hf-default decides unless "
@@ -169,6 +177,29 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
                     continue
                 report.inputs_shapes = input_shapes(batch)
                 return _finish(report, model, model, trace, invariance, device)
+            # Last, dummy batches on a meta copy whose config has the values a bare config leaves unset
+            # (a router's top-k, a placeholder token id…) filled in from its own fields.
+            gaps = with_config_gaps_filled(model, meta_copy) if inputs is None else None
+            if gaps is not None:
+                filled_model, filled = gaps
+                filled_model.eval()
+                meta = torch.device("meta")
+                for batch in _attempts(filled_model, None, meta, failures):
+                    try:
+                        with torch.random.fork_rng(devices=[]):
+                            trace = _record_copy(model, filled_model, batch, meta)
+                    except GammaAnalysisError:
+                        raise
+                    except Exception as exc:  # ForeignForward included: the copy cannot show the dataflow either
+                        note(batch, "meta with " + ", ".join(filled), exc)
+                        failure = exc
+                        continue
+                    warnings.warn(f"{type(model).__name__}'s forward needs values its config leaves unset: the "
+                                  f"roles were read on a copy with {', '.join(filled)} (the model and its config "
+                                  "are unchanged); set them in the config to read them as you train",
+                                  stacklevel=4)
+                    report.inputs_shapes = input_shapes(batch)
+                    return _finish(report, model, filled_model, trace, invariance, meta)
             raise failure if failure is not None else RuntimeError("no input batch to try")
     except GammaAnalysisError:
         raise
@@ -178,7 +209,8 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
         if not tried:  # the builder made no batch at all: the forward names no input it knows
             raise GammaAnalysisError(
                 f"cannot build a dummy batch for {type(model).__name__}: its forward names no input the builder "
-                "knows. Pass `inputs=` to classify_gammas with one tiny batch the model accepts, or a precomputed "
+                f"knows ({', '.join(f'`{n}`' for n in inputs_left_out(model, [])) or 'it declares none by name'}). "
+                "Pass `inputs=` to classify_gammas with one tiny batch the model accepts, or a precomputed "
                 "`gamma_report=` to the Trainer.") from exc
         if inputs is not None:
             # The model's own exception first: the real-device pass's, then the meta copy's where it differs.
@@ -186,12 +218,17 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
             meta = [e for e in errors[:-1] if e.split(": ", 1)[1] != own]
             text = (f"could not run {type(model).__name__}'s forward on the batch given as inputs= ({{{tried[0]}}}): "
                     f"on {device} it raised {own}" + (f" (and {meta[0]})" if meta else "") + ". ")
+            named = ""
         else:
             text = (f"could not run {type(model).__name__}'s forward to read its dataflow. Tried {kind}: "
                     + "; ".join(f"{{{t}}}" for t in tried) + f". The model raised: {'; '.join(shown)}. ")
+            left_out = inputs_left_out(model, [b for b, _ in failures])
+            named = ("; inputs its forward declares that no dummy batch held: "
+                     + ", ".join(f"`{n}`" for n in left_out[:8]) + (" …" if len(left_out) > 8 else "")
+                     if left_out else "")
         error = GammaAnalysisError(
             text + "Pass `inputs=` to classify_gammas with one tiny batch the model accepts (e.g. the dict your data "
-            "collator produces), or a precomputed `gamma_report=` to the Trainer.")
+            f"collator produces{named}), or a precomputed `gamma_report=` to the Trainer.")
         error.tried, error.errors = tried, errors
         raise error from exc
 

@@ -186,6 +186,24 @@ class _Builder:
                 "pixel_attention_mask": [torch.ones(_BATCH, side * side, dtype=torch.long, device=self.device)],
                 "spatial_shapes": [torch.tensor([[side, side]] * _BATCH, dtype=torch.long, device=self.device)]}
 
+    def patches_with_positions(self) -> dict:
+        """Towers fed patches with each one's (row, column) (Gemma 4's vision model): ``(batch, patches, C·p·p)``
+        and ``(batch, patches, 2)`` over a square grid whose side the usual pooling kernels (2, 3) divide."""
+        patch, side = _find(self.config, "patch_size", default=16), 6
+        rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+        positions = torch.stack([rows.flatten(), cols.flatten()], dim=-1).expand(_BATCH, -1, -1)
+        return {"pixel_values": [self.zeros(_BATCH, side * side, self.channels() * patch * patch)],
+                "pixel_position_ids": [positions.to(self.device).contiguous()]}
+
+    def tiles(self) -> dict:
+        """Tiled image towers (Mllama): ``(batch, images, tiles, C, H, W)`` pixels, each image's aspect-ratio id
+        and which of its ``max_num_tiles`` tiles hold pixels (all of them here)."""
+        tiles = _find(self.config, "max_num_tiles", default=4)
+        h, w = _image_hw(self.config)
+        return {"pixel_values": [self.zeros(_BATCH, 1, tiles, self.channels(), h, w)],
+                "aspect_ratio_ids": [self.ids(_BATCH, 1)],
+                "aspect_ratio_mask": [self.ids(_BATCH, 1, tiles)]}
+
     def build(self, name: str) -> list:
         """Candidate tensors for the input ``name`` (first = most likely), or ``[]`` if unknown."""
         if name in _ID_INPUTS or name.endswith("input_ids"):
@@ -217,6 +235,43 @@ class _Builder:
             return [self.zeros(_BATCH, _SEQ, width)] if width else []
         if name == "bbox":
             return [torch.zeros(_BATCH, _SEQ, 4, dtype=torch.long, device=self.device)]
+        return self.build_more(name)
+
+    def width(self) -> int | None:
+        return _find(self.config, "hidden_size", "d_model", "embed_dim", "n_embd", "dim")
+
+    def build_more(self, name: str) -> list:
+        """Inputs of rarer forwards, each shaped from the config: image prompts, flattened patches with their
+        (row, column) prefix, a sub-model's embeddings or context, reinforcement-learning trajectories, a time
+        series' frequency class, a task prompt. Asked only for inputs a forward requires or a late batch offers,
+        so no model that runs on the batches above reads a different one."""
+        width = self.width()
+        if name in ("image", "prompt_pixel_values", "prompt_masks"):
+            return self.image()[:1]
+        if name == "flattened_patches":  # Pix2Struct: (batch, patches, 2 + C·p·p), the 2 = each patch's row, column
+            size = _find(self.config, "patch_embed_hidden_size", default=768)
+            return [self.zeros(_BATCH, 16, size + 2)]
+        if name in ("inputs", "context", "context_hidden_states", "vision_features", "latents", "text_features",
+                    "decoder_queries", "vision_pos_encoding", "vision_pos_embeds", "backbone_features") or (
+                name.endswith("_embeds") and name not in ("inputs_embeds", "decoder_inputs_embeds")):
+            # A module fed by another one: a sequence of vectors of the model's width (or channels-first)
+            out = [self.zeros(_BATCH, _SEQ, width), self.zeros(_BATCH, width, _SEQ)] if width else []
+            return out + (self.waveform()[:1] if name == "inputs" else [])
+        if name == "states":
+            return [self.zeros(_BATCH, _SEQ, _find(self.config, "state_dim", default=1))]
+        if name == "actions":
+            return [self.zeros(_BATCH, _SEQ, _find(self.config, "act_dim", "action_dim", default=1))]
+        if name in ("rewards", "returns_to_go"):
+            return [self.zeros(_BATCH, _SEQ, 1)]
+        if name in ("timesteps", "freq"):  # an episode step per position; TimesFM's frequency class per series
+            return [torch.zeros(_BATCH, _SEQ if name == "timesteps" else 1, dtype=torch.long, device=self.device)]
+        if name == "mask":  # a sub-model's padding mask over its input sequence
+            return [torch.ones(_BATCH, _SEQ, dtype=torch.bool, device=self.device)]
+        if name == "merge_sizes":  # one spatial merge size per image of a flattened-patch batch
+            merge = _find(self.config, "spatial_merge_size", "merge_size", default=2)
+            return [torch.tensor([merge], dtype=torch.long, device=self.device)]
+        if name == "task_inputs":  # OneFormer: the tokenized task prompt
+            return [self.ids(_BATCH, _find(self.config, "task_seq_len", default=_SEQ))]
         return []
 
 
@@ -246,6 +301,10 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
         fixed = b.patches_and_grid(tensor_name, grid_name)
     elif "spatial_shapes" in names:  # NaFlex towers (SigLIP 2): patches, their mask and the (h, w) grid of each image
         fixed = b.naflex_patches()
+    elif "aspect_ratio_ids" in names:
+        fixed = b.tiles()
+    elif "pixel_position_ids" in names:
+        fixed = b.patches_with_positions()
     if (getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params
             and "decoder_input_ids" not in names):
         names.append("decoder_input_ids")
@@ -273,6 +332,10 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
     base = {n: v[0] for n, v in options.items()}
     for late in _late_inputs(model, b, params, options):
         yield {**base, **late, **use_cache}
+    if not use_cache and _accepts(forward, "use_cache") and any(hasattr(c, "use_cache") for c in _configs(config)):
+        # A forward that takes `use_cache` through **kwargs (a VLM passing it on to its text model) and builds a
+        # cache its layers cannot all fill (linear-attention layers only: no sequence length to read).
+        yield {**base, "use_cache": False}
 
 
 def _late_inputs(model: nn.Module, b: _Builder, params: dict, options: dict) -> list[dict]:
@@ -308,7 +371,191 @@ def _late_inputs(model: nn.Module, b: _Builder, params: dict, options: dict) -> 
                         for t in grid["pixel_values"]]
         # Idefics 2/3, SmolVLM: (batch, images per sample, channels, height, width)
         batches.append({**extra, **image, "pixel_values": image["pixel_values"].unsqueeze(1)})
-    return batches
+        if "grid_thw" in params and "grid_thw" not in options:  # a tower whose grid is optional (PaddleOCR-VL)
+            grid = b.patches_and_grid("pixel_values", "grid_thw")
+            batches += [{**extra, "pixel_values": t, "grid_thw": grid["grid_thw"][0]} for t in grid["pixel_values"]]
+    # After all of the above, so that a model that runs on one of them reads the same batch as before.
+    return batches + _layout_inputs(config, b, params, options)
+
+
+# Values a default config leaves unset (``None``) that a forward reads. A Hub checkpoint's config sets them, so a
+# model built from a bare config (``AutoConfig.for_model``, as `hf-gammareg inspect` does for a model type) fails
+# where the Trainer on the real checkpoint would run. None of them changes which module's output reaches which:
+# a router that keeps 1 expert per token on meta still routes every token through every expert (torch answers
+# `nonzero` as if all were set), a window as long as the positions masks nothing, a pad or placeholder id is a
+# token id like any other.
+_TOKEN_GAPS = ("image_token_id", "image_token_index", "video_token_id", "audio_token_id")
+_TOP_K = ("num_experts_per_tok", "top_k", "topk", "moe_top_k", "topk_group", "n_group")
+
+
+def _gap_values(config) -> dict[str, int]:
+    """``{field: value}`` for the unset fields of one config that a forward may need, from its own fields."""
+    vocab = getattr(config, "vocab_size", None)
+    if not isinstance(vocab, int):
+        vocab = _find(config, "vocab_size")
+    out: dict[str, int] = {}
+    fields = {**vars(config), **{k: getattr(config, k, None) for k in getattr(config, "attribute_map", {}) or {}}}
+    for key in fields:
+        if getattr(config, key, 0) is not None:
+            continue
+        if key == "pad_token_id" and isinstance(vocab, int):
+            # the end-of-text id where the config has one (what tokenizers without a pad token reuse), else 0
+            eos = getattr(config, "eos_token_id", None)
+            out[key] = eos if isinstance(eos, int) and 0 <= eos < vocab else 0
+        elif key in _TOKEN_GAPS and isinstance(vocab, int) and vocab > 2:
+            out[key] = vocab - 1  # the dummy text is all 1s: the last id stands apart from it
+        elif key in _TOP_K and _find(config, "num_experts", "n_routed_experts", "num_local_experts"):
+            out[key] = 1
+        elif key in ("sliding_window", "attention_chunk_size"):
+            out[key] = _find(config, "max_position_embeddings", default=4096)
+    return out
+
+
+def with_config_gaps_filled(model: nn.Module, copy) -> tuple[nn.Module, list[str]] | None:
+    """A copy of ``model`` (made by ``copy``, a meta copy) with the values its config leaves unset and its forward
+    needs filled in from the config's own fields (see ``_gap_values``), and those fields as ``config.key = value``;
+    ``None`` when there is nothing to fill. The user's model and config are never touched: the copy has its own
+    config (and its modules their own attributes, where they took a value such as a router's top-k at init)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    run = copy(model)
+    filled = []
+    for c in _configs(run.config):
+        for key, value in _gap_values(c).items():
+            try:
+                setattr(c, key, value)
+            except Exception:  # noqa: BLE001 - a guarded attribute stays as it is
+                continue
+            filled.append(f"{type(c).__name__}.{key} = {value}")
+    for name, module in run.named_modules():
+        for key in _TOP_K:
+            if key in vars(module) and vars(module)[key] is None:
+                setattr(module, key, 1)
+                filled.append(f"{name or type(run).__name__}.{key} = 1")
+        # Multimodal RoPE whose (t, h, w) sections fall back to a checkpoint's default when `rope_parameters` has
+        # no `mrope_section`, yet the frequencies were sized from this config's head_dim: the sections scaled to
+        # the frequencies, in the same proportions.
+        sections, inv_freq = getattr(module, "mrope_section", None), getattr(module, "inv_freq", None)
+        if (isinstance(sections, (list, tuple)) and sections and all(isinstance(x, int) for x in sections)
+                and isinstance(inv_freq, torch.Tensor) and inv_freq.dim() == 1
+                and inv_freq.shape[0] != sum(sections) and inv_freq.shape[0] >= len(sections)):
+            n, total = inv_freq.shape[0], sum(sections)
+            scaled = [max(1, x * n // total) for x in sections]
+            scaled[-1] += n - sum(scaled)
+            if scaled[-1] >= 1:
+                module.mrope_section = type(sections)(scaled)
+                filled.append(f"{name}.mrope_section = {scaled}")
+    return (run, filled) if filled else None
+
+
+def _layout_inputs(config, b: _Builder, params: dict, options: dict) -> list[dict]:
+    """Batches for layouts a forward declares optional yet needs, each read from the config: NaFlex patches with
+    their ``spatial_shapes``, token ids with a codebook axis, 4-D spectrograms, the image-token positions of a
+    grounding model, the patch grid of a vision tower (``image_grid_thw`` / ``target_sizes``)."""
+    base = {n: v[0] for n, v in options.items()}
+    out: list[dict] = []
+    if "spatial_shapes" in params and "spatial_shapes" not in options and "pixel_values" in params:
+        naflex = {n: v[0] for n, v in b.naflex_patches().items() if n in params}
+        out.append({**base, **naflex})
+    # Audio-token models whose ids carry one row per codebook: (batch, seq, codebooks), (batch, codebooks, seq)
+    # or the codebooks folded into the batch (MusicGen's decoder).
+    books = _find(config, "num_codebooks", "num_channels", "num_quantizers", "n_q")
+    ids = [n for n in ("input_ids", "decoder_input_ids") if n in options]
+    if books and books > 1 and ids:
+        for shape in ((_BATCH, _SEQ, books), (_BATCH, books, _SEQ), (_BATCH * books, _SEQ)):
+            for names in (ids[-1:], ids):  # the decoder's codes alone first (the encoder may read text)
+                out.append({**base, **{n: b.ids(*shape) for n in names}})
+    if "input_features" in options or ("input_features" in params and "input_ids" in options):
+        # (batch, channels, frames, mel): CLAP's fused spectrogram, the audio tower of a text-first dual encoder;
+        # for the latter the usual spectrograms too (a speech LM whose text comes first)
+        mel = _find(config, "num_mel_bins", "feature_size", "n_mels", default=80)
+        out.append({**base, "input_features": b.zeros(_BATCH, 1, _find(config, "spec_size", default=400), mel)})
+        if "input_features" not in options:
+            out += [{**base, "input_features": t} for t in b.spectrogram()]
+    width = b.width()
+    for name in ("input_features", "input_values", "hidden_states"):
+        # A sub-model fed by a front end it does not own (SpeechT5 without its pre-nets, a speech encoder behind a
+        # feature stacker): (batch, frames, width), the width its input layer takes
+        if name in options and options[name][0].is_floating_point():
+            for w in dict.fromkeys(x for x in (_find(config, "input_dim", "input_size", "feature_dim"), width) if x):
+                out.append({**base, name: b.zeros(_BATCH, _SEQ, w)})
+            # channels first, long enough for a convolutional stem: a codec half fed audio or latents
+            if name == "hidden_states":
+                keys = ("channels", "audio_channels", "vae_dim", "hidden_size")
+                for c in dict.fromkeys(x for x in (_find(config, k) for k in keys) if x):
+                    out.append({**base, name: b.zeros(_BATCH, c, 15_360 if c <= 2 else 64)})
+    grid_name = next((n for n in ("grid_thw", "image_grid_thw") if n in options), None)
+    if grid_name is not None:  # flattened patches as small images, (patches, C, p, p) or (patches, C, T, p, p)
+        tensor_name = next((n for n in ("hidden_states", "pixel_values") if n in options), None)
+        patch = _find(config, "patch_size", "spatial_patch_size", default=14)
+        temporal = _find(config, "temporal_patch_size", default=2)
+        if tensor_name is not None:
+            n = options[tensor_name][0].shape[0]
+            channels = _find(config, "in_channels", "in_chans", "num_channels", default=3)
+            out += [{**base, tensor_name: b.zeros(n, channels, patch, patch)},
+                    {**base, tensor_name: b.zeros(n, channels, temporal, patch, patch)}]
+    image = next((t for t in options.get("pixel_values", []) if t.dim() == 4), None)
+    if image is not None:
+        frames = _find(config, "num_frames")
+        if frames:  # video towers fed frames folded into the batch (X-CLIP): (batch·frames, C, H, W)
+            out.append({**base, "pixel_values": image.repeat(frames, 1, 1, 1)})
+        # image pairs (keypoint matchers): (batch, 2, C, H, W)
+        out.append({**base, "pixel_values": torch.stack([image, image], dim=1)})
+        ratios = _find(config, "scaled_images_ratios", kind=(list, tuple))
+        patch = _find(config, "patch_size")
+        if ratios and patch and min(ratios) > 0:  # DepthPro: the smallest scale must still hold one patch
+            side = int(round(patch / min(ratios)))
+            out.append({**base, "pixel_values": b.zeros(_BATCH, image.shape[1], side, side)})
+    # A mask named after its input (`input_features_mask`, `audio_mel_mask`) over that input's frames, for each
+    # candidate layout of the input: (batch, frames) with frames on either axis.
+    for mask_name in [n for n in options if n.endswith("_mask") and n[:-len("_mask")] in options]:
+        for tensor in options[mask_name[:-len("_mask")]]:
+            if tensor.dim() >= 3:
+                for frames in dict.fromkeys((tensor.shape[-1], tensor.shape[1])):
+                    out.append({**base, mask_name[:-len("_mask")]: tensor,
+                                mask_name: torch.ones(_BATCH, frames, dtype=torch.long, device=b.device)})
+    if "feature_lens" in params and "input_features" in options:
+        # Audio towers fed every sample's frames concatenated, (mel, total frames), with each sample's count
+        # (Qwen-Omni): whole chunks of 2 × n_window frames
+        mel = _find(config, "num_mel_bins", "feature_size", default=128)
+        frames = 2 * _find(config, "n_window", default=50)
+        out.append({**base, "input_features": b.zeros(mel, _BATCH * frames),
+                    "feature_lens": torch.full((_BATCH,), frames, dtype=torch.long, device=b.device)})
+    # Last, every input the forward declares that the builder can make (trajectories: states, actions, rewards…)
+    more = {n: b.build(n)[0] for n in params if n not in options and n not in _NOT_DATA and b.build(n)}
+    if more:
+        out.append({**base, **more})
+    cross = _find(config, "encoder_hidden_size", "cross_attention_hidden_size")
+    if cross and "encoder_hidden_states" in params:  # a cross-attending module whose context has its own width
+        out.append({**base, **more, "encoder_hidden_states": b.zeros(_BATCH, _SEQ, cross)})
+    if "image_embeds_position_mask" in params:  # Kosmos-2: which text positions the image's latent queries take
+        n = _find(config, "latent_query_num", "num_query_tokens", default=64)
+        mask = torch.zeros(_BATCH, n + _SEQ, dtype=torch.long, device=b.device)
+        mask[:, 1:1 + n] = 1
+        image = {"pixel_values": b.image()[0]} if "pixel_values" in params else {}
+        out.append({**base, **image, "input_ids": b.ids(_BATCH, n + _SEQ), "image_embeds_position_mask": mask,
+                    **({"attention_mask": b.ids(_BATCH, n + _SEQ)} if "attention_mask" in base else {})})
+    if "target_sizes" in params and "pixel_values" in options:  # each image's patch grid (rows, columns)
+        h, w = _image_hw(config)
+        patch = _find(config, "patch_size", default=14)
+        out.append({**base, "target_sizes": torch.tensor([[h // patch, w // patch]] * _BATCH, device=b.device)})
+    return out
+
+
+# Forward arguments that are switches or targets, not data a batch holds.
+_NOT_DATA = ("labels", "return_dict", "use_cache", "output_attentions", "output_hidden_states", "return_loss",
+             "interpolate_pos_encoding", "past_key_values", "cache", "cache_position", "logits_to_keep", "kwargs")
+
+
+def inputs_left_out(model: nn.Module, batches) -> list[str]:
+    """The data inputs ``model``'s forward declares that none of ``batches`` held: what a user's batch may need."""
+    held = {k for batch in batches if isinstance(batch, Mapping) for k in batch}
+    return [n for n, p in _params(getattr(model, "forward", None)).items()
+            if n not in held and n not in _NOT_DATA and not n.startswith(("output_", "return_"))
+            and not n.endswith(("_cache", "_labels", "position_ids"))
+            and p.default in (None, inspect.Parameter.empty)  # a default value is a switch, not data
+            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
 
 def input_shapes(inputs) -> dict[str, list[int]]:
