@@ -16,6 +16,7 @@ from ..roles import INVARIANCE_MODES, GammaAnalysisError
 from .graph import Graph, Propagation, own_ops
 from .inputs import candidate_inputs, describe_inputs, input_shapes, single_example, with_placeholders
 from .norms import is_candidate, is_norm_module, is_torch_norm, norm_gamma, normalizes
+from .offsets import offset_scales
 from .trace import (
     ForeignForward,
     TemporaryAnalysisState,
@@ -268,6 +269,9 @@ def _finish(report: GammaReport, model, run_model, trace: Trace, invariance, dev
     sources, outside, never_called = _gamma_sources(report, graph, trace, modules, names, normalizing)
     _add_layer_scales(report, graph, modules, names, normalizing, run_model, sources)
     _assign_roles(report, graph, trace, modules, names, normalizing, sources, outside, run_model, invariance)
+    # docs/design.md "Offset scales": the role is the scaled signal's, as for any γ; the report adds the offset c.
+    params = dict(run_model.named_parameters())
+    report.offsets = offset_scales(graph, {n: params[n] for n in report.roles}, trace.constants)
     return _complete(report, model, device, never_called, trace.sink_name)
 
 
