@@ -102,6 +102,23 @@ def test_nemotron_layer_norm_1p_is_an_offset_scale():
     assert report.offsets == dict.fromkeys(LLAMA_LIKE, 1.0)
 
 
+def test_moonshine_streaming_norm_is_found_and_is_an_offset_scale():
+    # MoonshineStreamingLayerNorm: a parameter-free `nn.LayerNorm` child, then `· (gamma + unit_offset)`; a pre-norm
+    # encoder, so its block norms end branches and the final norm is the head.
+    from transformers import MoonshineStreamingEncoderConfig
+    from transformers.models.moonshine_streaming.modeling_moonshine_streaming import MoonshineStreamingEncoder
+
+    model = MoonshineStreamingEncoder(MoonshineStreamingEncoderConfig(
+        hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+        sliding_windows=((16, 4), (16, 0))))
+    report = classify_gammas(model)
+    expected = {"layers.0.input_layernorm.gamma": "branch", "layers.0.post_attention_layernorm.gamma": "branch",
+                "layers.1.input_layernorm.gamma": "branch", "layers.1.post_attention_layernorm.gamma": "branch",
+                "final_norm.gamma": "head"}
+    assert report.roles == expected and report.offsets == dict.fromkeys(expected, 1.0)
+    assert report.norm_types["final_norm.gamma"] == "MoonshineStreamingLayerNorm"
+
+
 def test_qwen3_next_offset_norms_and_its_plain_gated_norm():
     report = classify_gammas(tiny_qwen3_next())
     offset = ["model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
@@ -145,6 +162,28 @@ def test_not_offsets(scale):
     report = classify_gammas(Residual(scale, lambda x, w: x * w), inputs=torch.randn(2, 4))
     assert report.offsets == {}
     assert "offset" not in report.reason_of("norm1.weight")
+
+
+class ScaledBareNorm(nn.Module):
+    """A parameter-free LayerNorm child, then this module's own scale: a norm whose γ is ``weight``."""
+
+    def __init__(self, dim, offset):
+        super().__init__()
+        self.ln = nn.LayerNorm(dim, elementwise_affine=False)
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.offset = offset
+
+    def forward(self, x):
+        return self.ln(x) * (self.weight + self.offset if self.offset else self.weight)
+
+
+@pytest.mark.parametrize("offset,expected", [(0, {}), (1, {"norm1.weight": 1.0})])
+def test_a_norm_that_scales_a_parameter_free_child_norm(offset, expected):
+    model = Residual(lambda x, w: x, lambda x, w: x * w)
+    model.norm1 = ScaledBareNorm(8, offset)
+    report = classify_gammas(model, inputs=torch.randn(2, 4))
+    assert report.roles == {"norm1.weight": "branch", "norm2.weight": "head"}
+    assert report.offsets == expected
 
 
 def test_models_without_offsets_record_none():

@@ -278,8 +278,15 @@ def _finish(report: GammaReport, model, run_model, trace: Trace, invariance, dev
 def _normalizing_modules(graph: Graph, trace: Trace, modules: dict) -> set[str]:
     """The candidate modules that normalize, judged by what each call computed itself."""
     ops = own_ops(graph, trace.calls)
-    return {call.name for call, own in zip(trace.calls, ops)
-            if call.candidate and (is_torch_norm(modules[call.name]) or normalizes(own))}
+    found = {call.name for call, own in zip(trace.calls, ops)
+             if call.candidate and (is_torch_norm(modules[call.name]) or normalizes(own))}
+    # A module that leaves the statistic to a parameter-free norm of its own and applies its scale to that norm's
+    # output is a norm with that scale as γ (Moonshine's streaming LayerNorm: `LayerNorm(elementwise_affine=False)`,
+    # then `· (gamma + unit_offset)`).
+    bare = {name.rpartition(".")[0] for name in found if norm_gamma(modules[name]) is None}
+    found |= {call.name for call, own in zip(trace.calls, ops)
+              if call.candidate and call.name in bare and "Mul" in own and norm_gamma(modules[call.name]) is not None}
+    return found
 
 
 def _gamma_sources(report: GammaReport, graph: Graph, trace: Trace, modules: dict, names: dict,
