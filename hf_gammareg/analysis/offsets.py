@@ -7,7 +7,7 @@ no gradient and is no larger than the parameter), reached through casts and view
 through casts and views — into a multiply or a native norm op.
 
 Autograd keeps no value for a constant operand (``1.0 + w`` records ``AddBackward0`` with an empty edge), so
-:class:`ConstantAdditions` notes ``c`` by the addition's autograd sequence number while the forward runs.
+:class:`ConstantAdditions` notes ``c`` by the addition's autograd sequence number while the norms' forwards run.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .graph import Graph, op_name
-from .norms import NATIVE_NORM_RE
+from .norms import NATIVE_NORM_RE, is_candidate
 
 # `w + c`, `c + w`, `torch.add(w, c)`, `w += c`: what an offset can be written as.
 _ADDS = frozenset((torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.__iadd__, torch.Tensor.add,
@@ -35,11 +35,11 @@ def _per_channel(tensor: torch.Tensor) -> bool:
     return sum(1 for d in tensor.shape if d > 1) <= 1
 
 
-class ConstantAdditions(TorchFunctionMode):
-    """While active, ``found[seq] = c`` for every addition of a constant ``c`` to a per-channel tensor that requires
-    grad (``seq``: the sum's autograd sequence number). Most are not offsets (``variance + eps`` is one per norm);
-    :func:`offset_scales` keeps those the graph shows to be a γ's offset. A tensor constant counts only where its
-    value is known here (off ``meta``) and the same in every element."""
+class _Additions(TorchFunctionMode):
+    """``found[seq] = c`` for every addition of a constant ``c`` to a per-channel tensor that requires grad (``seq``:
+    the sum's autograd sequence number). Most are not offsets (``variance + eps``); :func:`offset_scales` keeps those
+    the graph shows to be a γ's offset. A tensor constant counts only where its value is known here (off ``meta``)
+    and the same in every element."""
 
     def __init__(self):
         super().__init__()
@@ -67,9 +67,46 @@ class ConstantAdditions(TorchFunctionMode):
         if constant is not None and isinstance(scale, numbers.Real) and not isinstance(scale, bool):
             self.found[out.grad_fn._sequence_nr()] = float(constant * scale)
 
+
+class ConstantAdditions:
+    """While active, ``found`` collects the constants added inside the calls of ``model``'s candidate norms (the
+    modules ``is_candidate`` names: an offset is part of the norm that applies it). The torch-function mode that reads
+    them is on only during those calls, so the rest of the forward pays nothing for it."""
+
+    def __init__(self, model: torch.nn.Module):
+        self._norms = {id(m) for m in model.modules() if is_candidate(m)}
+        self._mode = _Additions()
+        self.found = self._mode.found
+        self._depth = 0
+        self._handles = []
+
     def __enter__(self):
-        self.found.clear()
-        return super().__enter__()
+        from torch.nn.modules import module as module_lib
+
+        norms, mode = self._norms, self._mode
+
+        def pre(mod, _args):
+            if id(mod) in norms:
+                if not self._depth:
+                    mode.__enter__()
+                self._depth += 1
+
+        def post(mod, _args, _output):
+            if id(mod) in norms and self._depth:
+                self._depth -= 1
+                if not self._depth:
+                    mode.__exit__(None, None, None)
+
+        self._handles = [module_lib.register_module_forward_pre_hook(pre),
+                         module_lib.register_module_forward_hook(post)]
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        if self._depth:  # a norm's forward raised: its post hook never ran
+            self._depth = 0
+            self._mode.__exit__(None, None, None)
 
 
 def _constant(x, grad_operand: torch.Tensor) -> float | None:

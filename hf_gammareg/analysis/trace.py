@@ -728,7 +728,7 @@ def record_forward(model: nn.Module, inputs, device, original: nn.Module | None 
             stack.enter_context(_meta_friendly(model))
             stack.enter_context(_single_thread())
         rec = stack.enter_context(_Recorder(model, storages, guard))
-        additions = stack.enter_context(ConstantAdditions())
+        additions = stack.enter_context(ConstantAdditions(model))
         stack.enter_context(torch.enable_grad())
         if meta:
             mode = stack.enter_context(_MetaForward() if guard is None else _GuardedMetaForward(guard))
