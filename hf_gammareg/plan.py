@@ -471,8 +471,9 @@ def param_groups(
         weight_decay: the coefficient of every decayed parameter (and of decayed γ unless ``gamma_weight_decay``).
         config: a `GammaRegConfig` (default: its defaults, policy ``"guidelines"``).
         **overrides: `GammaRegConfig` fields, replacing the config's:
-            policy: which γ are decayed: ``"guidelines"`` (roles branch and invariant), ``"hf-default"`` (what the
-            ``no_decay`` rule says), ``"all"``, ``"none"``, a comma list of roles or ``"only:<role>"``;
+            policy: which γ are decayed: ``"guidelines"`` (roles branch and invariant, offset scales excepted),
+            ``"hf-default"`` (what the ``no_decay`` rule says), ``"all"``, ``"none"``, a comma list of roles or
+            ``"only:<role>"``;
             invariance: ``"exact"`` or ``"approximate"`` (how the roles are read; docs/design.md § Invariance modes);
             gamma_weight_decay: a coefficient for decayed γ (they then get a third group of their own);
             include / exclude: regexes (``re.search`` on parameter names) of γ always / never decayed (exclude
