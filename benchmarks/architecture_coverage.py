@@ -155,7 +155,7 @@ def work(model_type: str) -> dict:
                                              and set(report.hf_default) == trainer_rule & set(report.gammas))
         out.update(status="classified", device=report.device, n_gammas=len(report.gammas),
                    roles=dict(Counter(report.roles.values())), unused=len(report.unused),
-                   gamma_roles={n: report.role_of(n) for n in report.gammas},
+                   gamma_roles={n: report.role_of(n) for n in report.gammas}, offsets=dict(report.offsets),
                    warnings=[str(w.message)[:300] for w in caught
                              if "γ" in str(w.message) or "gamma" in str(w.message)])
         if not report.gammas:
@@ -356,6 +356,10 @@ def summarize(rows: list[dict], slowest: int = 10) -> str:
     mismatched = [r["model_type"] for r in checked if not r["hf_default_matches_trainer"]]
     lines.append(f"hf-default equals transformers.Trainer's split: {len(checked) - len(mismatched)} / {len(checked)}"
                  + (f" (differs: {', '.join(mismatched)})" if mismatched else ""))
+    offset = [r for r in classified if r.get("offsets")]
+    if offset:
+        lines.append(f"with offset scales c + w: {len(offset)}: "
+                     + ", ".join(f"{r['model_type']} {len(r['offsets'])}/{r['n_gammas']}" for r in offset))
     warned = [r for r in classified if r.get("warnings")]
     if warned:
         lines.append(f"classified with a γ warning: {len(warned)}: {', '.join(r['model_type'] for r in warned)}")

@@ -12,7 +12,7 @@ import torch
 from transformers import TrainerCallback
 
 from .report import GammaReport
-from .roles import ROLES
+from .roles import ROLES, offset_form, offset_toward
 from .tables import markdown_table
 from .wrappers import is_dtensor
 
@@ -20,18 +20,21 @@ HISTORY_NAME = "gamma_history.jsonl"
 REPORT_NAME = "gamma_report.json"
 
 
-def gamma_norm_stats(model: torch.nn.Module,
-                     names_by_role: dict[str, list[str]] | GammaReport) -> dict[str, dict[str, float]]:
+def gamma_norm_stats(model: torch.nn.Module, names_by_role: dict[str, list[str]] | GammaReport, *,
+                     offsets: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
     """``{role: {"norm": mean ‖γ‖₂, "abs_mean": mean |γ|, "rms": RMS of the values, "count": n}}`` per role.
 
     The one place γ statistics are computed (the callback's logs, the recipes' RMS per role or per BN category).
     ``names_by_role`` is ``{role: [parameter names in model]}`` (any grouping: roles, categories) or a
-    `GammaReport` of ``model``. A γ that is a
+    `GammaReport` of ``model``. γ is the scale the norm applies: for an offset scale ``c + w`` (Gemma's
+    ``1 + w``; ``offsets`` ``{name in model: c}``, by default a report's own ``offsets``) the statistics are of
+    ``c + w``, not of the parameter ``w``. A γ that is a
     `DTensor` (FSDP2 ``fully_shard``, tensor parallelism) holds one shard per rank: it is gathered with
     ``full_tensor()`` so the statistics are the global ones, the same on every rank — which makes this a
     collective under FSDP2: every rank must call it (the Trainer's callbacks run on every rank).
     """
     if isinstance(names_by_role, GammaReport):
+        offsets = names_by_role.offsets if offsets is None else offsets
         by_role: dict[str, list[str]] = defaultdict(list)
         for name, role in names_by_role.roles.items():
             by_role[role].append(name)
@@ -40,10 +43,12 @@ def gamma_norm_stats(model: torch.nn.Module,
     stats = {}
     with torch.no_grad():
         for role, names in names_by_role.items():
-            tensors = [params[n].detach() for n in names if n in params]
-            if not tensors:
+            names = [n for n in names if n in params]
+            if not names:
                 continue
+            tensors = [params[n].detach() for n in names]
             tensors = [t.full_tensor() if is_dtensor(t) else t for t in tensors]
+            tensors = [t.float() + offsets[n] if offsets and n in offsets else t for n, t in zip(names, tensors)]
             norms = [t.float().norm().item() for t in tensors]
             abs_sum = sum(t.float().abs().sum().item() for t in tensors)
             square_sum = sum(float(t.float().pow(2).sum()) for t in tensors)
@@ -57,13 +62,15 @@ class GammaNormCallback(TrainerCallback):
     """Adds mean ‖γ‖ and mean |γ| per role to the Trainer's logs and to ``output_dir/gamma_history.jsonl``.
 
     Log keys are ``gamma/<role>/norm`` and ``gamma/<role>/abs_mean``; TensorBoard, W&B and the
-    console get them like any other metric. `GammaRegTrainer` installs this callback first in its
-    list (so reporters that run after it see the keys) unless ``gamma_log_norms=False``; it fills in
-    the role table once the model has been classified. Standalone use: ``GammaNormCallback(report)``.
+    console get them like any other metric; an offset scale counts as the scale ``c + w`` it applies.
+    `GammaRegTrainer` installs this callback first in its list (so reporters that run after it see the
+    keys) unless ``gamma_log_norms=False``; it fills in the role table once the model has been classified.
+    Standalone use: ``GammaNormCallback(report)``.
     """
 
     def __init__(self, report: GammaReport | None = None, *, prefix: str = "", policy: str | None = None):
         self.names_by_role: dict[str, list[str]] = {}
+        self.offsets: dict[str, float] = {}  # {name in model: c} of the offset scales c + w
         self.policy = policy
         self.invariance: str | None = None
         if report is not None:
@@ -74,6 +81,7 @@ class GammaNormCallback(TrainerCallback):
         for name, role in report.roles.items():
             by_role[role].append(prefix + name)
         self.names_by_role = {r: by_role[r] for r in ROLES if by_role.get(r)}
+        self.offsets = {prefix + n: c for n, c in report.offsets.items()}
         # The roles were read under the report's invariance mode, so that is the one a plot must name.
         self.invariance = report.invariance
         if policy is not None:
@@ -82,7 +90,7 @@ class GammaNormCallback(TrainerCallback):
     def _record(self, args, state, model, logs=None) -> None:
         if model is None or not self.names_by_role:
             return
-        stats = gamma_norm_stats(model, self.names_by_role)
+        stats = gamma_norm_stats(model, self.names_by_role, offsets=self.offsets)
         if logs is not None:
             keys = {}
             for role, s in stats.items():
@@ -230,6 +238,11 @@ def model_card_section(report: GammaReport, policy: str, decayed: set[str], coef
             names = [n for n in report.gammas if report.role_of(n) == role]
             rows.append((role, counts[role][0], f"{counts[role][1]:,}", sum(1 for n in names if n in decayed)))
     lines += markdown_table(("role", "γ", "values", "decayed"), rows)
+    if report.offsets:
+        offsets = report.offsets.values()
+        lines += ["", f"{len(report.offsets)} of these γ are offset scales {offset_form(offsets)}: weight decay pulls "
+                      f"their scale toward {offset_toward(offsets)}, not 0 "
+                      f"({sum(1 for n in report.offsets if n in decayed)} of them decayed)."]
     if horizon:
         lines += ["", horizon[0].upper() + horizon[1:] + "."]
     lines += ["", f"Per-γ roles and reasons: `{REPORT_NAME}`; settings: `gammareg_config.json`.", ""]

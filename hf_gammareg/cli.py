@@ -250,7 +250,10 @@ def _inspect(args) -> int:
     if horizon is not None:
         from .horizon import horizon_lines
 
-        line, notice = horizon_lines(horizon, len(report.decay_names(args.policy, include=include, exclude=exclude)))
+        decayed = report.decay_names(args.policy, include=include, exclude=exclude)
+        line, notice = horizon_lines(horizon, len(decayed),
+                                     offsets_decayed=[c for n, c in report.offsets.items() if n in decayed],
+                                     offsets_kept=[c for n, c in report.offsets.items() if n not in decayed])
         print(line + "\n" + (f"! {notice}" if notice else ""), end="\n" if notice else "")
     return 0
 

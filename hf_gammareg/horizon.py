@@ -20,10 +20,13 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from .roles import offset_form, offset_toward
 
 __all__ = ["GroupHorizon", "decay_horizon", "horizon_lines", "planned_decay_horizon", "sgd_decay_shrink",
            "FINE_TUNING_SHRINK", "DecayRule", "OPTIMIZER_RULES", "register_optimizer", "decay_rule",
@@ -149,9 +152,24 @@ class GroupHorizon:
             return f"the decay horizon of {what} cannot be predicted: {self.reason}"
         if self.decay == "none":
             return f"weight decay is 0 for {what}: nothing shrinks {'them' if plural else 'it'} over {self._steps}"
-        how = ("Σ lr·λ" if self.decay == "decoupled" else "Σ lr·λ/(1 − momentum)") + f" = {self.integral:.3g}"
         return (f"weight decay alone shrinks {what} to {_percent(self.shrink)} of {'their' if plural else 'its'} "
-                f"value over {self._steps} ({self.decay} decay, {how})")
+                f"value over {self._steps} ({self._how})")
+
+    def describe_offset(self, what: str, c: str) -> str:
+        """One sentence for decayed offset scales ``c + w`` (docs/design.md § Offset scales): decay pulls their scale
+        toward ``c``; it never says "shrinks" of them."""
+        if self.shrink is None:
+            return (f"weight decay pulls the scale of {what} toward {c}, not 0, by an amount that cannot be predicted: "
+                    f"{self.reason}")
+        if self.decay == "none":
+            return f"weight decay is 0: nothing moves the scale of {what} over {self._steps}"
+        return (f"weight decay alone pulls the scale of {what} toward {c}, not 0: w keeps {_percent(self.shrink)} "
+                f"of its value over {self._steps} ({self._how})")
+
+    @property
+    def _how(self) -> str:
+        how = ("Σ lr·λ" if self.decay == "decoupled" else "Σ lr·λ/(1 − momentum)") + f" = {self.integral:.3g}"
+        return f"{self.decay} decay, {how}"
 
     @property
     def _steps(self) -> str:
@@ -358,19 +376,32 @@ def decay_horizon(optimizer, num_steps: int, lr_scheduler=None, *,
     return out
 
 
-def horizon_lines(horizon: GroupHorizon | None, n_decayed: int) -> tuple[str | None, str | None]:
+def horizon_lines(horizon: GroupHorizon | None, n_decayed: int, *, offsets_decayed: Sequence[float] = (),
+                  offsets_kept: Sequence[float] = ()) -> tuple[str | None, str | None]:
     """``(the "decay horizon: …" line, the notice when decay barely moves γ)`` for a run that decays ``n_decayed`` γ.
 
-    The notice does not depend on the policy: when weight decay cannot move a parameter measurably, no γ
-    policy can change the run's result. ``(None, None)`` for no horizon.
+    ``offsets_decayed`` / ``offsets_kept``: the offset ``c`` of each offset scale ``c + w`` among the decayed γ /
+    among the γ not decayed (docs/design.md § Offset scales); the line says decay pulls their scale toward ``c``
+    and counts them apart from the γ it shrinks. The notice does not depend on the policy: when weight decay cannot
+    move a parameter measurably, no γ policy can change the run's result. ``(None, None)`` for no horizon.
     """
     if horizon is None:
         return None, None
-    if n_decayed:
-        line = "decay horizon: " + horizon.describe(f"the {n_decayed} decayed γ", plural=True)
+    plain = n_decayed - len(offsets_decayed)
+    if plain:
+        line = "decay horizon: " + horizon.describe(f"the {plain} decayed γ", plural=True)
+    elif n_decayed:
+        line = "decay horizon: " + horizon.describe_offset(
+            f"the {n_decayed} decayed offset γ ({offset_form(offsets_decayed)})", offset_toward(offsets_decayed))
     else:
         line = ("decay horizon: no γ is decayed; " + horizon.describe("a decayed parameter")
                 .replace("weight decay alone shrinks", "weight decay alone would shrink", 1))
+    if plain and offsets_decayed:
+        line += (f"; on the {len(offsets_decayed)} decayed offset γ ({offset_form(offsets_decayed)}) it pulls the "
+                 f"scale toward {offset_toward(offsets_decayed)}, not 0")
+    if offsets_kept:
+        line += (f"; the {len(offsets_kept)} offset γ ({offset_form(offsets_kept)}) are not decayed: decay would "
+                 f"pull their scale toward {offset_toward(offsets_kept)}, not 0")
     notice = None
     if horizon.negligible:
         notice = ("weight decay barely moves γ in this run: the γ policy cannot change its result measurably — "

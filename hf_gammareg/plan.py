@@ -24,7 +24,7 @@ from .hf_rule import hf_default_decay_names
 from .horizon import GroupHorizon, decay_horizon, horizon_lines
 from .policy import unmatched_pattern_notices
 from .report import GammaReport
-from .roles import ROLES
+from .roles import ROLES, offset_form, offset_toward
 from .tables import text_table
 from .wrappers import is_dtensor, is_fsdp1, parameter_name_map, unwrap_model
 
@@ -55,7 +55,8 @@ class PlanRow:
 
     ``overridden_by`` is ``"include"`` or ``"exclude"`` when a pattern changed what the role alone decides;
     ``coefficient`` is the weight decay of the group that holds it (the plan's own value before the optimizer
-    exists), ``None`` for a γ that no group holds.
+    exists), ``None`` for a γ that no group holds; ``offset`` is ``c`` for an offset scale ``c + w`` (decay pulls
+    its scale toward ``c``), else ``None``.
     """
 
     name: str  # as the analysis names it
@@ -66,6 +67,7 @@ class PlanRow:
     numel: int = 0
     reason: str = ""
     overridden_by: str | None = None
+    offset: float | None = None
 
     @property
     def decision_text(self) -> str:
@@ -161,7 +163,11 @@ class GammaDecayPlan:
 
     def horizon_lines(self, horizon: GroupHorizon | None) -> tuple[str | None, str | None]:
         """``(the table's "decay horizon:" line, the "!" notice when decay barely moves γ)`` (see `horizon_lines`)."""
-        return horizon_lines(horizon, len(self.decayed))
+        offsets = self.report.offsets if self.report is not None else {}
+        trained = {n: c for n, c in offsets.items() if self.names.get(n, n) not in self.frozen}
+        decayed = [c for n, c in trained.items() if self.names.get(n, n) in self.decayed]
+        kept = [c for n, c in trained.items() if self.names.get(n, n) not in self.decayed]
+        return horizon_lines(horizon, len(self.decayed), offsets_decayed=decayed, offsets_kept=kept)
 
     # -- what the optimizer does, γ by γ ------------------------------------------------------------------
     def rows(self, model: nn.Module, optimizer=None) -> list[PlanRow]:
@@ -198,7 +204,8 @@ class GammaDecayPlan:
                 wd = self.coefficient
             rows.append(PlanRow(name=name, model_name=model_name, role=report.role_of(name) if report else "?",
                                 decision=decision, coefficient=wd, numel=report.numel.get(name, 0) if report else 0,
-                                reason=report.reason_of(name) if report else "", overridden_by=overridden))
+                                reason=report.reason_of(name) if report else "", overridden_by=overridden,
+                                offset=report.offsets.get(name) if report else None))
         return rows
 
     def notices(self, model: nn.Module, optimizer=None, *, arg_prefix: str = "") -> list[str]:
@@ -228,7 +235,12 @@ class GammaDecayPlan:
                 same = ("the same split as transformers.Trainer (hf-default)" if not hf
                         else f"fewer than transformers.Trainer, which decays {len(hf)}")
                 roles = {r.role for r in trainable}
-                if cfg.invariance == "exact" and "stream" in roles and not roles & {"branch", "invariant"}:
+                spared = [r.offset for r in trainable if r.offset is not None and r.role in ("branch", "invariant")]
+                if cfg.policy == "guidelines" and spared:
+                    fix = (f"its {len(spared)} branch/invariant γ are offset scales ({offset_form(spared)}), which it "
+                           f"keeps: weight decay pulls their scale toward {offset_toward(spared)}, not 0. "
+                           f"{arg['policy']}='all' or {arg['include']} decays them.")
+                elif cfg.invariance == "exact" and "stream" in roles and not roles & {"branch", "invariant"}:
                     fix = (f"post-LN model: try {arg['invariance']}='approximate' (its norms are then invariant), "
                            f"or {arg['policy']}='all'.")
                 else:
@@ -240,8 +252,9 @@ class GammaDecayPlan:
                            "own groups): build its groups with hf_gammareg.param_groups(model, weight_decay, ...).")
         changed = [r for r in rows if r.overridden_by]
         if changed:
-            shown = ", ".join(f"{r.name} ({r.role} → {'decayed' if r.overridden_by == 'include' else 'kept'})"
-                              for r in changed[:3]) + (", …" if len(changed) > 3 else "")
+            shown = ", ".join(f"{r.name} ({r.role}{', offset scale' if r.offset is not None else ''} → "
+                              f"{'decayed' if r.overridden_by == 'include' else 'kept'})" for r in changed[:3])
+            shown += ", …" if len(changed) > 3 else ""
             out.append(f"{arg['include']}/{arg['exclude']} override the roles for {len(changed)} γ: {shown}; if that "
                        "is not what you meant, narrow the patterns.")
         out += unmatched_pattern_notices([r.name for r in rows], cfg.include, cfg.exclude,
@@ -460,8 +473,9 @@ def param_groups(
         weight_decay: the coefficient of every decayed parameter (and of decayed γ unless ``gamma_weight_decay``).
         config: a `GammaRegConfig` (default: its defaults, policy ``"guidelines"``).
         **overrides: `GammaRegConfig` fields, replacing the config's:
-            policy: which γ are decayed: ``"guidelines"`` (roles branch and invariant), ``"hf-default"`` (what the
-            ``no_decay`` rule says), ``"all"``, ``"none"``, a comma list of roles or ``"only:<role>"``;
+            policy: which γ are decayed: ``"guidelines"`` (roles branch and invariant, offset scales excepted),
+            ``"hf-default"`` (what the ``no_decay`` rule says), ``"all"``, ``"none"``, a comma list of roles or
+            ``"only:<role>"``;
             invariance: ``"exact"`` or ``"approximate"`` (how the roles are read; docs/design.md § Invariance modes);
             gamma_weight_decay: a coefficient for decayed γ (they then get a third group of their own);
             include / exclude: regexes (``re.search`` on parameter names) of γ always / never decayed (exclude

@@ -15,7 +15,8 @@ if TYPE_CHECKING:  # pragma: no cover
 NAMED_POLICIES = ("guidelines", "hf-default", "all", "none")
 POLICY_HELP = (
     "Which normalization scales (γ) get weight decay: 'guidelines' (the paper's: roles branch and "
-    "invariant), 'hf-default' (what transformers.Trainer does), 'all', 'none', a comma list of roles "
+    "invariant, offset scales c + w excepted), 'hf-default' (what transformers.Trainer does), 'all', 'none', "
+    "a comma list of roles "
     f"({', '.join(ROLES)}), or 'only:<role>'."
 )
 _MAX_PATTERN_LEN = 1000
@@ -170,7 +171,8 @@ def select_decayed(
     """The γ names that get weight decay under ``policy``; ``include``/``exclude`` regexes win over roles.
 
     ``include`` forces decay for γ whose name matches (``re.search``); ``exclude`` forbids it and
-    wins over ``include``. γ that took no part in the forward pass (``report.unused``) follow
+    wins over ``include``. ``guidelines`` keeps the offset scales (``report.offsets``) undecayed; every other
+    policy treats them by role like any γ. γ that took no part in the forward pass (``report.unused``) follow
     ``hf-default`` unless a regex names them.
     """
     parsed = parse_policy(policy)
@@ -187,7 +189,8 @@ def select_decayed(
         elif parsed == "hf-default" or role is None:
             on = name in hf
         elif parsed == "guidelines":
-            on = role in ("branch", "invariant")
+            # docs/design.md "Offset scales": decay pulls a c + w scale toward c, which serves neither guideline.
+            on = role in ("branch", "invariant") and name not in report.offsets
         else:
             on = role in parsed
         if any(p.search(name) for p in inc):

@@ -10,7 +10,7 @@ import dataclasses
 import json
 from typing import Any, Iterable
 
-from .roles import ROLES
+from .roles import ROLES, offset_form, offset_reason
 from .tables import text_table
 
 # The reason given for a γ without a role (it took no part in the recorded forward pass).
@@ -40,6 +40,10 @@ class GammaReport:
             collated as training collates it) or ``"user inputs"`` (``inputs=``); ``""`` in reports written
             before it was recorded.
         inputs_shapes: ``{input name: shape}`` of the tensors in that batch (positional inputs by index).
+        offsets: ``{parameter name: c}`` for the γ applied as ``c + w`` (Gemma's ``x̂ · (1 + w)``, Nemotron's
+            ``LayerNorm1P``): weight decay pulls their scale toward ``c``, not 0, so ``guidelines`` does not decay
+            them (docs/design.md § Offset scales). Their role is read as for any γ. Empty in reports written
+            before it was recorded.
     """
 
     roles: dict[str, str]
@@ -54,6 +58,7 @@ class GammaReport:
     device: str = "meta"
     inputs_source: str = ""
     inputs_shapes: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    offsets: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def gammas(self) -> list[str]:
@@ -79,8 +84,10 @@ class GammaReport:
         return "untracked" if name in self.untracked else "unused"
 
     def reason_of(self, name: str) -> str:
-        """The one-line reason for ``name``'s role (for a γ without one, that it took no part in the pass)."""
-        return self.reasons.get(name, NO_ROLE_REASON)
+        """The one-line reason for ``name``'s role (for a γ without one, that it took no part in the pass); an
+        offset scale's begins with what weight decay does to it (:func:`offset_reason`)."""
+        reason = self.reasons.get(name, NO_ROLE_REASON)
+        return f"{offset_reason(self.offsets[name])}; {reason}" if name in self.offsets else reason
 
     def decay_names(
         self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()
@@ -121,6 +128,10 @@ class GammaReport:
         bad = {n: r for n, r in report.roles.items() if r not in ROLES}
         if bad:
             raise ValueError(f"GammaReport JSON has roles outside {ROLES}: {bad}")
+        odd = {n: c for n, c in report.offsets.items()
+               if n not in report.roles or isinstance(c, bool) or not isinstance(c, (int, float))}
+        if odd:
+            raise ValueError(f"GammaReport JSON has offsets that are not a number for a classified γ: {odd}")
         return report
 
     def to_table(self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> str:
@@ -147,8 +158,10 @@ class GammaReport:
         decayed = self.decay_names(policy, include=include, exclude=exclude)
         parts = [f"{role}: {c} ({n:,} values)" for role, (c, n) in sorted(self.counts().items())]
         numel = sum(self.numel.get(n, 0) for n in decayed)
+        offsets = (f"; {len(self.offsets)} offset scale(s) {offset_form(self.offsets.values())}, "
+                   f"{len(set(self.offsets) & decayed)} decayed" if self.offsets else "")
         return (
-            f"{len(self.gammas)} γ in {self.model_class or 'model'} [{', '.join(parts)}]; "
+            f"{len(self.gammas)} γ in {self.model_class or 'model'} [{', '.join(parts)}]{offsets}; "
             f"policy {policy!r} decays {len(decayed)} ({numel:,} values)"
         )
 

@@ -25,6 +25,7 @@ from .inputs import (
     with_placeholders,
 )
 from .norms import is_candidate, is_norm_module, is_torch_norm, norm_gamma, normalizes
+from .offsets import offset_scales
 from .trace import (
     ForeignForward,
     TemporaryAnalysisState,
@@ -306,14 +307,24 @@ def _finish(report: GammaReport, model, run_model, trace: Trace, invariance, dev
     sources, outside, never_called = _gamma_sources(report, graph, trace, modules, names, normalizing)
     _add_layer_scales(report, graph, modules, names, normalizing, run_model, sources)
     _assign_roles(report, graph, trace, modules, names, normalizing, sources, outside, run_model, invariance)
+    # docs/design.md "Offset scales": the role is the scaled signal's, as for any γ; the report adds the offset c.
+    params = dict(run_model.named_parameters())
+    report.offsets = offset_scales(graph, {n: params[n] for n in report.roles}, trace.constants)
     return _complete(report, model, device, never_called, trace.sink_name)
 
 
 def _normalizing_modules(graph: Graph, trace: Trace, modules: dict) -> set[str]:
     """The candidate modules that normalize, judged by what each call computed itself."""
     ops = own_ops(graph, trace.calls)
-    return {call.name for call, own in zip(trace.calls, ops)
-            if call.candidate and (is_torch_norm(modules[call.name]) or normalizes(own))}
+    found = {call.name for call, own in zip(trace.calls, ops)
+             if call.candidate and (is_torch_norm(modules[call.name]) or normalizes(own))}
+    # A module that leaves the statistic to a parameter-free norm of its own and applies its scale to that norm's
+    # output is a norm with that scale as γ (Moonshine's streaming LayerNorm: `LayerNorm(elementwise_affine=False)`,
+    # then `· (gamma + unit_offset)`).
+    bare = {name.rpartition(".")[0] for name in found if norm_gamma(modules[name]) is None}
+    found |= {call.name for call, own in zip(trace.calls, ops)
+              if call.candidate and call.name in bare and "Mul" in own and norm_gamma(modules[call.name]) is not None}
+    return found
 
 
 def _gamma_sources(report: GammaReport, graph: Graph, trace: Trace, modules: dict, names: dict,

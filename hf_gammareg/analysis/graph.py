@@ -63,6 +63,9 @@ def _opname(node) -> str:
     return re.sub(r"Backward\d*$", "", name)
 
 
+op_name = _opname  # the same reading, for the other analysis modules
+
+
 
 class Graph:
     def __init__(self, sink, param_ids: set[int], data_seeds: Iterable = (), float_input_ids: set[int] = frozenset(),

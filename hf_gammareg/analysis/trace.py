@@ -19,6 +19,7 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from ..roles import GammaAnalysisError
 from .norms import is_candidate
+from .offsets import ConstantAdditions
 
 
 def _call(model: nn.Module, inputs):
@@ -226,6 +227,7 @@ class Trace:
     # The op of each in-place write into a view (`x[:, :k] = v`, `x[..., 0].mul_(2)`), by the autograd sequence
     # number of the `CopySlices` node it leaves, which does not say which op it was.
     view_writes: dict[int, str] = dataclasses.field(default_factory=dict)
+    constants: dict[int, float] = dataclasses.field(default_factory=dict)  # {sum's sequence number: c} (offsets.py)
 
 
 class _Recorder:
@@ -726,6 +728,7 @@ def record_forward(model: nn.Module, inputs, device, original: nn.Module | None 
             stack.enter_context(_meta_friendly(model))
             stack.enter_context(_single_thread())
         rec = stack.enter_context(_Recorder(model, storages, guard))
+        additions = stack.enter_context(ConstantAdditions(model))
         stack.enter_context(torch.enable_grad())
         if meta:
             mode = stack.enter_context(_MetaForward() if guard is None else _GuardedMetaForward(guard))
@@ -755,5 +758,6 @@ def record_forward(model: nn.Module, inputs, device, original: nn.Module | None 
             "is the forward wrapped in torch.no_grad or are all parameters detached?"
         )
     return Trace(sink=out.grad_fn, sink_name=sink_name, calls=rec.calls, data_seeds=rec.data_seeds,
-                 float_input_ids=float_ids, output=output, view_writes=mode.view_writes)
+                 float_input_ids=float_ids, output=output, view_writes=mode.view_writes,
+                 constants=additions.found)
 
