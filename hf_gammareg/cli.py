@@ -20,7 +20,7 @@ import sys
 import textwrap
 from importlib import resources
 
-from .config import option_fields
+from .config import option_fields, option_help
 from .policy import unmatched_pattern_notices
 from .tables import text_table
 
@@ -323,7 +323,7 @@ def make_parser() -> argparse.ArgumentParser:
     for f in option_fields():
         if f.metadata["cli"] is None:
             continue
-        kwargs = {"help": f.metadata["help"], **f.metadata["cli"]}
+        kwargs = {"help": option_help(f), **f.metadata["cli"]}
         if kwargs.get("action") == "append":
             kwargs["help"] += " (repeatable: one regex per flag)"
         if f.metadata["choices"]:

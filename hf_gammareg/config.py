@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .policy import POLICY_HELP, normalize_patterns, parse_policy
+from .policy import normalize_patterns, parse_policy, policy_help
 from .roles import INVARIANCE_MODES
 
 CONFIG_NAME = "gammareg_config.json"
@@ -20,6 +20,13 @@ _MAX_FILE_BYTES = 1 << 20  # a config is a few hundred bytes; refuse anything ab
 def option_fields() -> tuple[dataclasses.Field, ...]:
     """The `GammaRegConfig` fields with their front-end metadata (help, argument name, choices, CLI flag)."""
     return dataclasses.fields(GammaRegConfig)
+
+
+def option_help(f: dataclasses.Field) -> str:
+    """The help text of config field ``f`` (generated when asked where it lists something that can grow, such as
+    the registered policies)."""
+    text = f.metadata["help"]
+    return text() if callable(text) else text
 
 
 def argument_name(f: dataclasses.Field) -> str:
@@ -87,7 +94,7 @@ class GammaRegConfig:
             penalty λ/2·‖γ‖² added to the training loss; works with any optimizer.
     """
 
-    policy: str = _option("guidelines", POLICY_HELP, cli={"default": "guidelines"})
+    policy: str = _option("guidelines", policy_help, cli={"default": "guidelines"})  # help made when asked
     gamma_weight_decay: float | None = _option(
         None, "Weight decay for decayed γ; defaults to --weight_decay.", arg="gamma_weight_decay")
     invariance: str = _option("exact", "How γ scale invariance is read from the graph.", choices=INVARIANCE_MODES,

@@ -22,7 +22,7 @@ from .analysis import classify_gammas
 from .config import GammaRegConfig, check_coefficient
 from .hf_rule import hf_default_decay_names
 from .horizon import GroupHorizon, decay_horizon, horizon_lines
-from .policy import unmatched_pattern_notices
+from .policy import resolve_policy, unmatched_pattern_notices
 from .report import GammaReport
 from .roles import ROLES, offset_form, offset_toward
 from .tables import text_table
@@ -223,20 +223,21 @@ class GammaDecayPlan:
                "include": f"{arg_prefix}include", "exclude": f"{arg_prefix}exclude",
                "gwd": "gamma_weight_decay"}
         out = []
+        policy = resolve_policy(cfg.policy)
         trainable = [r for r in rows if r.decision is not Decision.FROZEN]
         n_on = sum(r.decision.regularized for r in trainable)
         planned = self.decayed
         if planned and self.coefficient == 0:
             out.append(f"weight decay is 0, so none of the {len(planned)} γ that policy {cfg.policy!r} selects is "
                        f"decayed: set weight_decay (e.g. 0.01) or {arg['gwd']}.")
-        elif trainable and not n_on and cfg.policy not in ("none", "hf-default"):
+        elif trainable and not n_on and not (policy.every is False or policy.hf_rule):  # those decay none on purpose
             if not planned:
                 hf = set(report.hf_default) & {r.name for r in trainable}
                 same = ("the same split as transformers.Trainer (hf-default)" if not hf
                         else f"fewer than transformers.Trainer, which decays {len(hf)}")
                 roles = {r.role for r in trainable}
                 spared = [r.offset for r in trainable if r.offset is not None and r.role in ("branch", "invariant")]
-                if cfg.policy == "guidelines" and spared:
+                if policy.spares_offsets and spared:
                     fix = (f"its {len(spared)} branch/invariant γ are offset scales ({offset_form(spared)}), which it "
                            f"keeps: weight decay pulls their scale toward {offset_toward(spared)}, not 0. "
                            f"{arg['policy']}='all' or {arg['include']} decays them.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from typing import TYPE_CHECKING, Iterable
@@ -12,13 +13,78 @@ from .roles import ROLES
 if TYPE_CHECKING:  # pragma: no cover
     from .report import GammaReport
 
-NAMED_POLICIES = ("guidelines", "hf-default", "all", "none")
-POLICY_HELP = (
-    "Which normalization scales (γ) get weight decay: 'guidelines' (the paper's: roles branch and "
-    "invariant, offset scales c + w excepted), 'hf-default' (what transformers.Trainer does), 'all', 'none', "
-    "a comma list of roles "
-    f"({', '.join(ROLES)}), or 'only:<role>'."
-)
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A named γ policy: which γ it decays. The one place a policy is defined (`POLICIES`).
+
+    Attributes:
+        name: what ``gamma_policy`` / ``--policy`` take.
+        help: a few words for the help text (empty: the name says it).
+        roles: the roles it decays.
+        hf_rule: decay exactly what `transformers.Trainer`'s rule decays, whatever the role.
+        every: ``True``: every γ; ``False``: none; ``None``: by role (γ without a role follow the HF rule).
+        spares_offsets: keep offset scales ``c + w`` undecayed (docs/design.md "Offset scales").
+    """
+
+    name: str
+    help: str = ""
+    roles: frozenset = frozenset()
+    hf_rule: bool = False
+    every: bool | None = None
+    spares_offsets: bool = False
+
+    def decays(self, name: str, role: str | None, hf: set[str], offsets) -> bool:
+        """Whether this policy decays γ ``name`` of role ``role`` (``hf``: what the HF rule decays)."""
+        if self.every is not None:
+            return self.every
+        if self.hf_rule or role is None:
+            return name in hf
+        if self.spares_offsets and name in offsets:
+            # Decay pulls a c + w scale toward c, which serves neither guideline.
+            return False
+        return role in self.roles
+
+
+POLICIES: dict[str, Policy] = {}
+
+
+def register_policy(policy: Policy) -> Policy:
+    """Add a named policy (a `Policy`); it is then valid wherever a policy is taken and listed in the help."""
+    if not isinstance(policy, Policy):
+        raise TypeError(f"register_policy takes a Policy, got {type(policy).__name__}")
+    unknown = sorted(set(policy.roles) - set(ROLES))
+    if unknown or policy.name in ROLES or policy.name.startswith("only:") or "," in policy.name:
+        raise ValueError(f"policy {policy.name!r}: a name that is not a role, a role list or only:<role>, and roles "
+                         f"among {ROLES} (got unknown {unknown})")
+    POLICIES[policy.name] = policy
+    return policy
+
+
+register_policy(Policy("guidelines", "the paper's: roles branch and invariant, offset scales c + w excepted",
+                       roles=frozenset({"branch", "invariant"}), spares_offsets=True))
+register_policy(Policy("hf-default", "what transformers.Trainer does", hf_rule=True))
+register_policy(Policy("all", every=True))
+register_policy(Policy("none", every=False))
+
+NAMED_POLICIES = tuple(POLICIES)  # the built-in ones; `POLICIES` holds any registered since
+
+
+def policy_help() -> str:
+    """The help text of every policy option, generated from `POLICIES`."""
+    named = ", ".join(f"'{p.name}'" + (f" ({p.help})" if p.help else "") for p in POLICIES.values())
+    return (f"Which normalization scales (γ) get weight decay: {named}, a comma list of roles "
+            f"({', '.join(ROLES)}), or 'only:<role>'.")
+
+
+POLICY_HELP = policy_help()  # the built-in policies' help, as a constant
+
+
+def resolve_policy(policy: str) -> Policy:
+    """The `Policy` a ``gamma_policy`` value names: a registered one, or the roles of a list / ``only:<role>``."""
+    parsed = parse_policy(policy)
+    return POLICIES[parsed] if isinstance(parsed, str) else Policy(policy.strip(), roles=parsed)
+
+
 _MAX_PATTERN_LEN = 1000
 # Python's `re` has no timeout, so a pattern is vetted before it is ever run. Parameter names are
 # short (< ~150 characters), which bounds polynomial backtracking: k unbounded quantifiers cost up
@@ -39,9 +105,9 @@ _ATOMIC_GROUP = getattr(_sre_parse, "ATOMIC_GROUP", object())
 def parse_policy(policy: str) -> str | frozenset[str]:
     """Validate ``policy``: a named policy (returned as is) or the frozenset of roles it decays."""
     if not isinstance(policy, str) or not policy.strip():
-        raise ValueError(f"gamma policy must be a non-empty string; {POLICY_HELP}")
+        raise ValueError(f"gamma policy must be a non-empty string; {policy_help()}")
     text = policy.strip()
-    if text in NAMED_POLICIES:
+    if text in POLICIES:
         return text
     if text.startswith("only:"):
         roles = [text[len("only:"):].strip()]
@@ -49,10 +115,10 @@ def parse_policy(policy: str) -> str | frozenset[str]:
         roles = [r.strip() for r in text.split(",")]
     unknown = [r for r in roles if r not in ROLES]
     if unknown or not roles:
-        known = [*NAMED_POLICIES, *ROLES, *(f"only:{r}" for r in ROLES)]
+        known = [*POLICIES, *ROLES, *(f"only:{r}" for r in ROLES)]
         close = difflib.get_close_matches(text, known, n=1) or difflib.get_close_matches(unknown[0], known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown gamma policy or role {unknown or [text]!r} in {policy!r}{hint}. {POLICY_HELP}")
+        raise ValueError(f"unknown gamma policy or role {unknown or [text]!r} in {policy!r}{hint}. {policy_help()}")
     return frozenset(roles)
 
 
@@ -175,24 +241,13 @@ def select_decayed(
     policy treats them by role like any γ. γ that took no part in the forward pass (``report.unused``) follow
     ``hf-default`` unless a regex names them.
     """
-    parsed = parse_policy(policy)
+    chosen = resolve_policy(policy)
     inc = compile_patterns(include, "gamma_include")
     exc = compile_patterns(exclude, "gamma_exclude")
     hf = set(report.hf_default)
     decayed: set[str] = set()
     for name in report.gammas:
-        role = report.roles.get(name)
-        if parsed == "all":
-            on = True
-        elif parsed == "none":
-            on = False
-        elif parsed == "hf-default" or role is None:
-            on = name in hf
-        elif parsed == "guidelines":
-            # docs/design.md "Offset scales": decay pulls a c + w scale toward c, which serves neither guideline.
-            on = role in ("branch", "invariant") and name not in report.offsets
-        else:
-            on = role in parsed
+        on = chosen.decays(name, report.roles.get(name), hf, report.offsets)
         if any(p.search(name) for p in inc):
             on = True
         if any(p.search(name) for p in exc):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
-from .config import GammaConfigError, GammaRegConfig, argument_name, option_fields
+from .config import GammaConfigError, GammaRegConfig, argument_name, option_fields, option_help
 
 _TRAINER_ONLY = (  # Trainer settings that do not travel with the model (no GammaRegConfig field)
     ("gamma_log_norms", bool, field(
@@ -26,7 +26,7 @@ ARGUMENT_FIELDS = {argument_name(f): f.name for f in option_fields()}
 def _argument_field(f: dataclasses.Field, hint) -> tuple:
     """The ``gamma_*`` TrainingArguments field declared by config field ``f`` (its type hint ``hint``)."""
     md = f.metadata
-    metadata = {"help": md["help"]}
+    metadata = {"help": option_help(f)}
     if md["choices"]:
         metadata["choices"] = list(md["choices"])
     if md["arg_type"] is not None:

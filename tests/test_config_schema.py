@@ -12,7 +12,7 @@ from models import tiny_bert
 
 from hf_gammareg import GammaRegConfig, GammaRegTrainingArguments, decay_plan, param_groups
 from hf_gammareg.cli import make_parser
-from hf_gammareg.config import GammaConfigError, argument_name, option_fields
+from hf_gammareg.config import GammaConfigError, argument_name, option_fields, option_help
 from hf_gammareg.training_args import GammaRegArgumentsMixin, GammaRegSeq2SeqTrainingArguments
 
 # Written out by hand: the config's fields, and the two Trainer settings that are not part of it.
@@ -23,7 +23,7 @@ CLI_FLAGS = {"policy", "invariance", "include", "exclude"}
 
 def test_the_config_declares_the_fields_written_here():
     assert [f.name for f in option_fields()] == CONFIG_FIELDS
-    assert all(f.metadata["help"] for f in option_fields())
+    assert all(option_help(f) for f in option_fields())
 
 
 @pytest.mark.parametrize("cls", [GammaRegArgumentsMixin, GammaRegTrainingArguments, GammaRegSeq2SeqTrainingArguments])
@@ -33,7 +33,7 @@ def test_training_arguments_have_one_gamma_field_per_config_field(cls):
     assert gamma == {argument_name(f) for f in option_fields()} | TRAINER_ONLY
     for f in option_fields():
         arg = fields[argument_name(f)]
-        assert arg.metadata["help"] == f.metadata["help"]
+        assert arg.metadata["help"] == option_help(f)
         assert arg.metadata.get("choices") == (list(f.metadata["choices"]) if f.metadata["choices"] else None)
         # A list option is None in the arguments (HfArgumentParser's nargs), [] in the config.
         assert arg.default == (None if f.default is dataclasses.MISSING else f.default)
@@ -48,7 +48,7 @@ def test_cli_flags_follow_the_config():
     assert declared == CLI_FLAGS
     for f in option_fields():
         if f.name in CLI_FLAGS:
-            assert flags[f.name].help.startswith(f.metadata["help"])
+            assert flags[f.name].help.startswith(option_help(f))
             if f.metadata["choices"]:
                 assert list(flags[f.name].choices) == list(f.metadata["choices"])
 

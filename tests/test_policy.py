@@ -72,3 +72,31 @@ def test_classify_gammas_at_its_old_path_warns_and_is_the_same_function():
     with pytest.warns(DeprecationWarning, match="moved to hf_gammareg.classify_gammas"):
         moved = policy.classify_gammas
     assert moved is classify_gammas
+
+
+def test_a_policy_is_one_table_entry(monkeypatch, tmp_path, capsys):
+    """Registered at runtime, a policy is valid in the config, listed in the CLI's help, and used by the Trainer."""
+    from models import tiny_gpt2
+
+    from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments
+    from hf_gammareg import policy as policy_module
+    from hf_gammareg.cli import main as cli_main
+
+    monkeypatch.setattr(policy_module, "POLICIES", dict(policy_module.POLICIES))
+    policy_module.register_policy(policy_module.Policy("head_only_test", "decay the head γ only",
+                                                       roles=frozenset({"head"})))
+    with pytest.raises(SystemExit):
+        cli_main(["inspect", "--help"])
+    assert "'head_only_test' (decay the head γ only)" in " ".join(capsys.readouterr().out.split())  # argparse wraps
+    args = GammaRegTrainingArguments(output_dir=str(tmp_path), gamma_policy="head_only_test", weight_decay=0.1,
+                                     use_cpu=True, report_to="none")
+    trainer = GammaRegTrainer(model=tiny_gpt2(), args=args)
+    trainer.create_optimizer()
+    decay = {n: g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]
+             for n, q in trainer.model.named_parameters() if q is p and n.endswith(("ln_1.weight", "ln_2.weight",
+                                                                                    "ln_f.weight"))}
+    # GPT-2 (docs/design.md § Reference classifications): ln_1/ln_2 are branch, ln_f is head.
+    assert decay == {**{f"transformer.h.{i}.{n}.weight": 0.0 for i in (0, 1) for n in ("ln_1", "ln_2")},
+                     "transformer.ln_f.weight": 0.1}
+    with pytest.raises(ValueError, match="a name that is not a role"):
+        policy_module.register_policy(policy_module.Policy("branch"))
