@@ -21,7 +21,7 @@ import textwrap
 from importlib import resources
 
 from .config import option_fields, option_help
-from .policy import unmatched_pattern_notices
+from .patterns import unmatched_pattern_notices
 from .tables import text_table
 
 _EMBEDDED_DIR = "configs"

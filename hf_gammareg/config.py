@@ -9,7 +9,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .policy import normalize_patterns, parse_policy, policy_help
+from .patterns import normalize_patterns
+from .policy import parse_policy, policy_help
 from .roles import INVARIANCE_MODES
 
 CONFIG_NAME = "gammareg_config.json"

@@ -22,7 +22,8 @@ from .analysis import classify_gammas
 from .config import GammaRegConfig, check_coefficient
 from .hf_rule import hf_default_decay_names
 from .horizon import GroupHorizon, decay_horizon, horizon_lines
-from .policy import resolve_policy, unmatched_pattern_notices
+from .patterns import unmatched_pattern_notices
+from .policy import resolve_policy
 from .report import GammaReport
 from .roles import ROLES, offset_form, offset_toward
 from .tables import text_table

@@ -37,7 +37,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "hf_gammareg"
 # The layers, bottom first (README § Layout, docs/design.md § Layout). A module imports — at module level or inside
 # a function, lazily or not — only from its own layer or below; within a layer the imports form no cycle.
 LAYERS = [
-    ("vocabulary and leaf tools", {"roles", "tables", "_plotting", "compat", "wrappers", "horizon", "hf_rule"}),
+    ("vocabulary and leaf tools", {"roles", "tables", "_plotting", "compat", "wrappers", "horizon", "hf_rule",
+                                   "patterns"}),
     ("policies: roles → which γ are decayed", {"policy"}),
     ("the report: roles and reasons", {"report"}),
     ("the dataflow analysis: model → report", {"analysis"}),
