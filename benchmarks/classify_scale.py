@@ -35,7 +35,8 @@ def measure(layers: int, repeats: int) -> dict:
     import transformers
 
     rss_after_import = _rss_mb()
-    from hf_gammareg import classify_gammas, dummy_inputs
+    from hf_gammareg import classify_gammas
+    from hf_gammareg.analysis import dummy_inputs
 
     config = transformers.LlamaConfig(num_hidden_layers=layers, **LLAMA_70B)
     with torch.device("meta"):

@@ -9,17 +9,18 @@ to a parameter over a run, from the optimizer and scheduler), and the Trainer-si
 """
 
 import importlib
+import warnings
 
 __version__ = "0.1.0"
 
-from .analysis import classify_gammas, dummy_inputs, find_gammas
-from .policy import NAMED_POLICIES, parse_policy, select_decayed
+from .analysis import classify_gammas
 from .report import GammaReport
-from .roles import INVARIANCE_MODES, ROLES, GammaAnalysisError
+from .roles import ROLES, GammaAnalysisError
 
+# What a user calls, loaded on first use (the Trainer-side names import transformers.Trainer).
 _LAZY = {
-    "CONFIG_NAME": "config",
     "GammaRegConfig": "config",
+    "GammaConfigError": "config",
     "GammaRegArgumentsMixin": "training_args",
     "GammaRegTrainingArguments": "training_args",
     "GammaRegSeq2SeqTrainingArguments": "training_args",
@@ -29,13 +30,24 @@ _LAZY = {
     "param_groups": "plan",
     "decay_plan": "plan",
     "l2_penalty": "plan",
+    "decay_horizon": "horizon",
+    "GammaNormCallback": "callbacks",
+}
+# Exported here before 0.2; they stay importable from their modules, and from here for one release with a
+# DeprecationWarning that names the module.
+_MOVED = {
+    "INVARIANCE_MODES": "roles",
+    "NAMED_POLICIES": "policy",
+    "parse_policy": "policy",
+    "select_decayed": "policy",
+    "dummy_inputs": "analysis",
+    "find_gammas": "analysis",
+    "CONFIG_NAME": "config",
     "GammaDecayPlan": "plan",
     "gamma_decay_plan": "plan",
     "unwrap_model": "wrappers",
-    "decay_horizon": "horizon",
     "planned_decay_horizon": "horizon",
     "GroupHorizon": "horizon",
-    "GammaNormCallback": "callbacks",
     "gamma_norm_stats": "callbacks",
     "plot_history": "callbacks",
 }
@@ -43,15 +55,9 @@ _LAZY = {
 __all__ = [
     "__version__",
     "ROLES",
-    "INVARIANCE_MODES",
-    "NAMED_POLICIES",
     "GammaAnalysisError",
     "GammaReport",
     "classify_gammas",
-    "dummy_inputs",
-    "find_gammas",
-    "parse_policy",
-    "select_decayed",
     *_LAZY,
 ]
 
@@ -61,6 +67,12 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
+    if name in _MOVED:
+        module = f"{__name__}.{_MOVED[name]}"
+        warnings.warn(f"hf_gammareg.{name} is deprecated: import it from {module} (the package exports only what "
+                      "a training script calls); this alias goes in the next release", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'hf_gammareg' has no attribute {name!r}")
 
 

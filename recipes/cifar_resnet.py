@@ -51,7 +51,8 @@ from recipe_utils import (
 from torch.utils.data import DataLoader, Dataset
 from transformers import HfArgumentParser, set_seed
 
-from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments, find_gammas
+from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments
+from hf_gammareg.analysis import find_gammas
 
 ARCHIVE = "cifar10-jpeg.tar.xz"
 ARCHIVE_SHA256 = "7c52ef8221dfe04a67ff68b9796223102f4e994c2a9bfc6a97958fab6d8ee123"

@@ -22,7 +22,7 @@ import yaml
 from sweep_records import RunRecord
 from transformers import HfArgumentParser, TrainerCallback
 
-from hf_gammareg import gamma_norm_stats
+from hf_gammareg.callbacks import gamma_norm_stats
 from hf_gammareg.horizon import sgd_decay_shrink
 
 
@@ -273,7 +273,7 @@ class ThroughputCallback(TrainerCallback):
 
 def gamma_rms(model: torch.nn.Module, names_by_group) -> dict[str, float]:
     """RMS of the γ values in each group (``{group: [names]}`` or a `GammaReport`: by role), 1.0 at init,
-    from `hf_gammareg.gamma_norm_stats`; groups in sorted order."""
+    from `hf_gammareg.callbacks.gamma_norm_stats`; groups in sorted order."""
     stats = gamma_norm_stats(model, names_by_group)
     return {group: round(stats[group]["rms"], 5) for group in sorted(stats)}
 

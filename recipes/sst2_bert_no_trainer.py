@@ -48,7 +48,8 @@ from transformers import (
     set_seed,
 )
 
-from hf_gammareg import decay_plan, gamma_norm_stats, l2_penalty
+from hf_gammareg import decay_plan, l2_penalty
+from hf_gammareg.callbacks import gamma_norm_stats
 
 logger = logging.getLogger("sst2_bert_no_trainer")
 ADAMW = ("adamw_torch", "adamw_torch_fused")

@@ -36,7 +36,8 @@ import warnings
 import pytest
 import torch
 
-from hf_gammareg import GammaReport, classify_gammas, dummy_inputs
+from hf_gammareg import GammaReport, classify_gammas
+from hf_gammareg.analysis import dummy_inputs
 
 
 def roles(report: GammaReport) -> dict[str, str]:

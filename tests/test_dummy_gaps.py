@@ -25,7 +25,8 @@ import pytest
 import torch
 from torch import nn
 
-from hf_gammareg import GammaAnalysisError, GammaReport, classify_gammas, dummy_inputs
+from hf_gammareg import GammaAnalysisError, GammaReport, classify_gammas
+from hf_gammareg.analysis import dummy_inputs
 
 
 def roles(report: GammaReport) -> dict[str, str]:

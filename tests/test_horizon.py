@@ -20,8 +20,9 @@ from conftest import load_recipe
 from models import tiny_bert
 from transformers import get_cosine_schedule_with_warmup
 
-from hf_gammareg import GammaRegTrainer, decay_horizon, planned_decay_horizon
+from hf_gammareg import GammaRegTrainer, decay_horizon
 from hf_gammareg.cli import main as cli_main
+from hf_gammareg.horizon import planned_decay_horizon
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 

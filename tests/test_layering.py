@@ -223,3 +223,23 @@ def test_the_checks_catch_a_planted_cycle(planted):
     planted("tables.py", "def _later():\n    from .horizon import decay_horizon\n    return decay_horizon")
     root = planted("horizon.py", "def _later():\n    from .tables import text_table\n    return text_table")
     assert [set(c) for c in import_cycles(root)] == [{"hf_gammareg.horizon", "hf_gammareg.tables"}]
+
+
+def test_the_package_exports_what_a_user_calls_and_moved_names_warn():
+    import warnings
+
+    import hf_gammareg
+
+    # Written out by hand from the issue that shaped the API: what a training script calls.
+    assert set(hf_gammareg.__all__) == {
+        "__version__", "ROLES", "GammaAnalysisError", "GammaReport", "classify_gammas", "GammaRegConfig",
+        "GammaConfigError", "GammaRegArgumentsMixin", "GammaRegTrainingArguments", "GammaRegSeq2SeqTrainingArguments",
+        "GammaRegMixin", "GammaRegTrainer", "GammaRegSeq2SeqTrainer", "param_groups", "decay_plan", "l2_penalty",
+        "decay_horizon", "GammaNormCallback"}
+    from hf_gammareg.callbacks import gamma_norm_stats
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert hf_gammareg.gamma_norm_stats is gamma_norm_stats
+    assert [w.category for w in caught] == [DeprecationWarning]
+    assert "import it from hf_gammareg.callbacks" in str(caught[0].message)

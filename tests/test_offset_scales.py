@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments, GammaReport, classify_gammas, gamma_norm_stats
+from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments, GammaReport, classify_gammas
+from hf_gammareg.callbacks import gamma_norm_stats
 from hf_gammareg.cli import main
 from hf_gammareg.horizon import horizon_lines, planned_decay_horizon
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from hf_gammareg import GammaReport, parse_policy, select_decayed
+from hf_gammareg import GammaReport
+from hf_gammareg.policy import parse_policy, select_decayed
 
 REPORT = GammaReport(
     roles={"a.weight": "branch", "b.weight": "invariant", "c.weight": "stream", "d.weight": "head"},

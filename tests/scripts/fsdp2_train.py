@@ -30,7 +30,8 @@ from torch.distributed.fsdp import fully_shard
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # tests/models.py
 from models import tiny_gpt2
 
-from hf_gammareg import classify_gammas, decay_plan, gamma_norm_stats, l2_penalty, param_groups
+from hf_gammareg import classify_gammas, decay_plan, l2_penalty, param_groups
+from hf_gammareg.callbacks import gamma_norm_stats
 
 
 def shard(model, mesh):
