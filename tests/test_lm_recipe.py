@@ -215,3 +215,25 @@ def test_three_step_run_of_the_horizon_config_records_the_corpus(tmp_path):
     assert report.main(["--runs", str(runs), "--out", str(tmp_path / "t.png")]) == 0
     assert (tmp_path / "t.png").stat().st_size > 0
     assert report.end_lines(report.load_runs(str(runs), 0))[0].startswith("guidelines: γ RMS at step 3: branch ")
+
+
+def test_family_table_pairs_by_seed_and_updates_the_docs_block(tmp_path):
+    table = load_recipe("reports/family_table")
+    records = load_recipe("sweep_records")
+    csv_path = str(tmp_path / "lm_horizon_cpu.csv")
+    for label, seed, loss in (("hf-default", 0, 1.0), ("hf-default", 1, 1.1), ("guidelines", 0, 1.2),
+                              ("guidelines", 1, 1.25)):
+        records.append_row(csv_path, {"label": label, "entry": label, "policy": label, "seed": seed, "val_loss": loss,
+                                      "primary_metric": "val_loss"}, ["command: test"] if not os.path.exists(csv_path)
+                           else [])
+    source = next(s for s in table.SOURCES if s.sweep == "lm_horizon_cpu")
+    (row,) = table.rows([source], str(tmp_path))
+    # By hand: differences 0.2 and 0.15 → mean 0.175, sd 0.03536, t(0.975, 1) = 12.706 → ± 0.3176.
+    assert row[4] == "+0.175 [-0.143, +0.493] (n=2)"
+    assert row[5] == "= `hf-default` (baseline)" and row[6] == "not run yet"
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n{table.START}\nold\n{table.END}\nrest\n", encoding="utf-8")
+    table.update_docs([str(doc)], table.compact([row]))
+    text = doc.read_text(encoding="utf-8")
+    assert "old" not in text and text.startswith("intro\n") and text.endswith(f"{table.END}\nrest\n")
+    assert "| char GPT-2 LM | 3.10 | val loss, nats/char (− = better) | +0.175 [-0.143, +0.493] (n=2) |" in text

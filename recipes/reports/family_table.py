@@ -1,6 +1,6 @@
 """What `guidelines`, `hf-default` and `all` did, per model family and decay horizon: ``results/policy_by_family.md``.
 
-    python recipes/reports/family_table.py
+    python recipes/reports/family_table.py [--update_docs]
 
 One row per recorded sweep that ran these policies: the family, the model and data, the decay horizon Σ (what
 weight decay alone does to a decayed γ over the run), the metric, and for each of the three policies the paired
@@ -89,9 +89,37 @@ def rows(sources=SOURCES, results_dir: str = os.path.join(ROOT, "results")) -> l
     return table
 
 
+SHORT = {"BN ResNet (CNN)": "ResNet-20, CIFAR-10", "pre-LN transformer LM": "char GPT-2 LM",
+         "post-LN transformer (translation)": "post-LN Transformer, Multi30k", "post-LN transformer (fine-tuning)":
+         "post-LN MiniLM, SST-2 fine-tuning"}
+START, END = "<!-- policy-by-family:start -->", "<!-- policy-by-family:end -->"
+
+
+def compact(table: list[list[str]]) -> list[str]:
+    """The table in five columns, for the README's first screen and results/README.md."""
+    head = ["model, data", "Σ", "metric (better)", *(f"`{p}` Δ [95 % CI] (n)" for p in POLICIES)]
+    rows = [[SHORT.get(r[0], r[0]), r[2], r[3].split(": ", 1)[1].split(";")[0], *r[4:]] for r in table]
+    return markdown_table(head, rows)
+
+
+def update_docs(paths: list[str], lines: list[str]) -> None:
+    """Replace the block between the policy-by-family markers in each file with ``lines``."""
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if START not in text or END not in text:
+            raise SystemExit(f"{path} has no {START} … {END} block to update")
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(head + START + "\n" + "\n".join(lines) + "\n" + END + tail)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.path.join(ROOT, "results", "policy_by_family.md"))
+    p.add_argument("--update_docs", action="store_true",
+                   help="also rewrite the compact table in README.md and results/README.md (between its markers)")
     args = p.parse_args(argv)
     head = ["family", "model, data, run", "Σ", "metric; the entry that decays no γ",
             *(f"`{p}`: Δ [95 % CI]" for p in POLICIES)]
@@ -108,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))
+    if args.update_docs:
+        update_docs([os.path.join(ROOT, "README.md"), os.path.join(ROOT, "results", "README.md")], compact(rows()))
     return 0
 
 
