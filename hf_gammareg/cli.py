@@ -202,24 +202,11 @@ def _inspect(args) -> int:
               "directory whose config.json builds", file=sys.stderr)
         return 2
     include, exclude = args.include or [], args.exclude or []
-    horizon = None
-    planned = [args.lr, args.weight_decay, args.steps]
-    if any(v is not None for v in planned):
-        if any(v is None for v in planned):
-            print("hf-gammareg inspect: a decay horizon needs --lr, --weight-decay and --steps together "
-                  "(e.g. --lr 2e-5 --weight-decay 0.01 --steps 6000)", file=sys.stderr)
-            return 2
-        from .horizon import planned_decay_horizon
-
-        try:
-            horizon = planned_decay_horizon(lr=args.lr, weight_decay=args.weight_decay, num_steps=args.steps,
-                                            optimizer=args.optimizer, momentum=args.momentum,
-                                            nesterov=args.nesterov, schedule=args.schedule,
-                                            warmup=float(args.warmup) if args.warmup < 1 else int(args.warmup))
-        except (TypeError, ValueError) as exc:
-            flag = "--steps" if "num_steps" in str(exc) else "the horizon flags"
-            print(f"hf-gammareg inspect: {flag}: {exc}", file=sys.stderr)
-            return 2
+    try:
+        horizon = _planned_horizon(args)
+    except _UsageError as exc:
+        print(f"hf-gammareg inspect: {exc}", file=sys.stderr)
+        return 2
     try:
         report = classify_gammas(model, invariance=args.invariance)
     except GammaAnalysisError as exc:
@@ -256,6 +243,30 @@ def _inspect(args) -> int:
                                      offsets_kept=[c for n, c in report.offsets.items() if n not in decayed])
         print(line + "\n" + (f"! {notice}" if notice else ""), end="\n" if notice else "")
     return 0
+
+
+class _UsageError(Exception):
+    """A flag combination `inspect` refuses; the message is the line it prints."""
+
+
+def _planned_horizon(args):
+    """The decay horizon the --lr/--weight-decay/--steps flags plan (``None`` without them)."""
+    planned = [args.lr, args.weight_decay, args.steps]
+    if all(v is None for v in planned):
+        return None
+    if any(v is None for v in planned):
+        raise _UsageError("a decay horizon needs --lr, --weight-decay and --steps together "
+                          "(e.g. --lr 2e-5 --weight-decay 0.01 --steps 6000)")
+    from .horizon import planned_decay_horizon
+
+    try:
+        return planned_decay_horizon(lr=args.lr, weight_decay=args.weight_decay, num_steps=args.steps,
+                                     optimizer=args.optimizer, momentum=args.momentum, nesterov=args.nesterov,
+                                     schedule=args.schedule,
+                                     warmup=float(args.warmup) if args.warmup < 1 else int(args.warmup))
+    except (TypeError, ValueError) as exc:
+        flag = "--steps" if "num_steps" in str(exc) else "the horizon flags"
+        raise _UsageError(f"{flag}: {exc}") from None
 
 
 def _first_line(exc) -> str:

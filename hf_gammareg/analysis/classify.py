@@ -117,6 +117,22 @@ def _attempts(model: nn.Module, inputs, device, failures: list):
         yield single
 
 
+class _Tries:
+    """The batches a pass tried and what each raised: read back by `_attempts`, named by the final error."""
+
+    def __init__(self):
+        self.errors: list[str] = []
+        self.tried: list[str] = []  # each batch tried, as "input_ids [2, 8], …", once
+        self.failures: list = []  # (batch, exception)
+
+    def note(self, batch, where: str, exc: Exception) -> None:
+        described = describe_inputs(batch)
+        if described not in self.tried:
+            self.tried.append(described)
+        self.errors.append(f"on {where}: {type(exc).__name__}: {_first_line(exc)}")
+        self.failures.append((batch, exc))
+
+
 def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
     report = GammaReport(roles={}, reasons={}, norm_types={}, invariance=invariance, model_class=type(model).__name__,
                          inputs_source="dummy" if inputs is None else "user inputs")
@@ -124,114 +140,133 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
     # pass is needed — or wanted, since a model without γ may take inputs we cannot guess.
     if not any(is_candidate(m) and norm_gamma(m) is not None for m in model.modules()):
         return _no_gammas(model, report)
-
-    errors: list[str] = []
-    tried: list[str] = []  # each batch tried, as "input_ids [2, 8], …", once
-    failures: list = []  # (batch, exception), read back by `_attempts`
-
-    def note(batch, where: str, exc: Exception) -> None:
-        described = describe_inputs(batch)
-        if described not in tried:
-            tried.append(described)
-        errors.append(f"on {where}: {type(exc).__name__}: {_first_line(exc)}")
-        failures.append((batch, exc))
-
+    tries = _Tries()
     on_meta = model_device(model).type == "meta"
     if not on_meta:
-        repointed: list = []
-        run_model = meta_copy(model, repointed)
-        for patch in repointed:
-            logger.info("hf_gammareg: %s, which closes over the original model; the meta copy runs it with the "
-                        "closure pointed at the copy", patch)
-        run_model.eval()
-        device = torch.device("meta")
-        # Nothing on meta draws random numbers; the fork makes sure of it for a forward that would.
-        with torch.random.fork_rng(devices=[]):
-            for batch in _attempts(model, inputs, device, failures):
-                try:
-                    trace = _record_copy(model, run_model, batch, device)
-                except GammaAnalysisError:
-                    raise
-                except ForeignForward as exc:
-                    warnings.warn(
-                        f"{type(model).__name__}: the forward of its meta copy reaches the model itself ({exc}), so "
-                        "the copy cannot show the dataflow; the roles are read on the model itself instead (eval "
-                        "mode; weights, buffers and RNG restored after).", stacklevel=4)
-                    break
-                except Exception as exc:  # this batch (or meta itself) does not work: try the next
-                    note(batch, "meta", exc)
-                    continue
-                report.inputs_shapes = input_shapes(batch)
-                return _finish(report, model, run_model, trace, invariance, device)
+        done = _on_meta_copy(model, inputs, invariance, report, tries)
+        if done is not None:
+            return done
     device = model_device(model)
     try:
         with TemporaryAnalysisState(model, restore_buffers=not on_meta):
-            failure = None
-            for batch in _attempts(model, inputs, device, failures):
-                try:
-                    trace = record_forward(model, batch, device)
-                except GammaAnalysisError:
-                    raise
-                except Exception as exc:
-                    note(batch, str(device), exc)
-                    failure = exc
-                    continue
-                report.inputs_shapes = input_shapes(batch)
-                return _finish(report, model, model, trace, invariance, device)
-            # Last, dummy batches on a meta copy whose config has the values a bare config leaves unset
-            # (a router's top-k, a placeholder token id…) filled in from its own fields.
-            gaps = with_config_gaps_filled(model, meta_copy) if inputs is None else None
-            if gaps is not None:
-                filled_model, filled = gaps
-                filled_model.eval()
-                meta = torch.device("meta")
-                for batch in _attempts(filled_model, None, meta, failures):
-                    try:
-                        with torch.random.fork_rng(devices=[]):
-                            trace = _record_copy(model, filled_model, batch, meta)
-                    except GammaAnalysisError:
-                        raise
-                    except Exception as exc:  # ForeignForward included: the copy cannot show the dataflow either
-                        note(batch, "meta with " + ", ".join(filled), exc)
-                        failure = exc
-                        continue
-                    warnings.warn(f"{type(model).__name__}'s forward needs values its config leaves unset: the "
-                                  f"roles were read on a copy with {', '.join(filled)} (the model and its config "
-                                  "are unchanged); set them in the config to read them as you train",
-                                  stacklevel=4)
-                    report.inputs_shapes = input_shapes(batch)
-                    return _finish(report, model, filled_model, trace, invariance, meta)
+            done, failure = _on_model(model, inputs, invariance, report, tries, device)
+            if done is None and inputs is None:
+                done, failure = _on_filled_copy(model, invariance, report, tries, failure)
+            if done is not None:
+                return done
             raise failure if failure is not None else RuntimeError("no input batch to try")
     except GammaAnalysisError:
         raise
     except Exception as exc:
-        shown = errors[:1] + (["…", errors[-1]] if len(errors) > 1 else [])
-        kind = "the batch given as inputs=" if inputs is not None else f"{len(tried)} dummy batch(es)"
-        if not tried:  # the builder made no batch at all: the forward names no input it knows
-            raise GammaAnalysisError(
-                f"cannot build a dummy batch for {type(model).__name__}: its forward names no input the builder "
-                f"knows ({', '.join(f'`{n}`' for n in inputs_left_out(model, [])) or 'it declares none by name'}). "
-                "Pass `inputs=` to classify_gammas with one tiny batch the model accepts, or a precomputed "
-                "`gamma_report=` to the Trainer.") from exc
-        if inputs is not None:
-            # The model's own exception first: the real-device pass's, then the meta copy's where it differs.
-            own = errors[-1].split(": ", 1)[1] if errors else f"{type(exc).__name__}: {_first_line(exc)}"
-            meta = [e for e in errors[:-1] if e.split(": ", 1)[1] != own]
-            text = (f"could not run {type(model).__name__}'s forward on the batch given as inputs= ({{{tried[0]}}}): "
-                    f"on {device} it raised {own}" + (f" (and {meta[0]})" if meta else "") + ". ")
-            named = ""
-        else:
-            text = (f"could not run {type(model).__name__}'s forward to read its dataflow. Tried {kind}: "
-                    + "; ".join(f"{{{t}}}" for t in tried) + f". The model raised: {'; '.join(shown)}. ")
-            left_out = inputs_left_out(model, [b for b, _ in failures])
-            named = ("; inputs its forward declares that no dummy batch held: "
-                     + ", ".join(f"`{n}`" for n in left_out[:8]) + (" …" if len(left_out) > 8 else "")
-                     if left_out else "")
-        error = GammaAnalysisError(
-            text + "Pass `inputs=` to classify_gammas with one tiny batch the model accepts (e.g. the dict your data "
-            f"collator produces{named}), or a precomputed `gamma_report=` to the Trainer.")
-        error.tried, error.errors = tried, errors
-        raise error from exc
+        raise _no_pass_error(model, inputs, tries, device, exc) from exc
+
+
+def _on_meta_copy(model: nn.Module, inputs, invariance: str, report: GammaReport, tries: _Tries):
+    """The roles read on a meta copy of a real model (``None``: no batch ran there, or the copy reaches the model)."""
+    repointed: list = []
+    run_model = meta_copy(model, repointed)
+    for patch in repointed:
+        logger.info("hf_gammareg: %s, which closes over the original model; the meta copy runs it with the "
+                    "closure pointed at the copy", patch)
+    run_model.eval()
+    device = torch.device("meta")
+    # Nothing on meta draws random numbers; the fork makes sure of it for a forward that would.
+    with torch.random.fork_rng(devices=[]):
+        for batch in _attempts(model, inputs, device, tries.failures):
+            try:
+                trace = _record_copy(model, run_model, batch, device)
+            except GammaAnalysisError:
+                raise
+            except ForeignForward as exc:
+                warnings.warn(
+                    f"{type(model).__name__}: the forward of its meta copy reaches the model itself ({exc}), so "
+                    "the copy cannot show the dataflow; the roles are read on the model itself instead (eval "
+                    "mode; weights, buffers and RNG restored after).", stacklevel=5)
+                return None
+            except Exception as exc:  # this batch (or meta itself) does not work: try the next
+                tries.note(batch, "meta", exc)
+                continue
+            report.inputs_shapes = input_shapes(batch)
+            return _finish(report, model, run_model, trace, invariance, device)
+    return None
+
+
+def _on_model(model: nn.Module, inputs, invariance: str, report: GammaReport, tries: _Tries, device):
+    """``(report, None)`` from a pass on the model itself (its analysis state held by the caller), or
+    ``(None, the last exception)``."""
+    failure = None
+    for batch in _attempts(model, inputs, device, tries.failures):
+        try:
+            trace = record_forward(model, batch, device)
+        except GammaAnalysisError:
+            raise
+        except Exception as exc:
+            tries.note(batch, str(device), exc)
+            failure = exc
+            continue
+        report.inputs_shapes = input_shapes(batch)
+        return _finish(report, model, model, trace, invariance, device), None
+    return None, failure
+
+
+def _on_filled_copy(model: nn.Module, invariance: str, report: GammaReport, tries: _Tries, failure):
+    """Last, dummy batches on a meta copy whose config has the values a bare config leaves unset (a router's
+    top-k, a placeholder token id…) filled in from its own fields: ``(report, None)`` or ``(None, last exception)``."""
+    gaps = with_config_gaps_filled(model, meta_copy)
+    if gaps is None:
+        return None, failure
+    filled_model, filled = gaps
+    filled_model.eval()
+    meta = torch.device("meta")
+    for batch in _attempts(filled_model, None, meta, tries.failures):
+        try:
+            with torch.random.fork_rng(devices=[]):
+                trace = _record_copy(model, filled_model, batch, meta)
+        except GammaAnalysisError:
+            raise
+        except Exception as exc:  # ForeignForward included: the copy cannot show the dataflow either
+            tries.note(batch, "meta with " + ", ".join(filled), exc)
+            failure = exc
+            continue
+        warnings.warn(f"{type(model).__name__}'s forward needs values its config leaves unset: the "
+                      f"roles were read on a copy with {', '.join(filled)} (the model and its config "
+                      "are unchanged); set them in the config to read them as you train",
+                      stacklevel=5)
+        report.inputs_shapes = input_shapes(batch)
+        return _finish(report, model, filled_model, trace, invariance, meta), None
+    return None, failure
+
+
+def _no_pass_error(model: nn.Module, inputs, tries: _Tries, device, exc: Exception) -> GammaAnalysisError:
+    """The error when no batch ran: the model's own exception, the batches tried, the remedy."""
+    errors, tried, failures = tries.errors, tries.tried, tries.failures
+    shown = errors[:1] + (["…", errors[-1]] if len(errors) > 1 else [])
+    kind = "the batch given as inputs=" if inputs is not None else f"{len(tried)} dummy batch(es)"
+    if not tried:  # the builder made no batch at all: the forward names no input it knows
+        return GammaAnalysisError(
+            f"cannot build a dummy batch for {type(model).__name__}: its forward names no input the builder "
+            f"knows ({', '.join(f'`{n}`' for n in inputs_left_out(model, [])) or 'it declares none by name'}). "
+            "Pass `inputs=` to classify_gammas with one tiny batch the model accepts, or a precomputed "
+            "`gamma_report=` to the Trainer.")
+    if inputs is not None:
+        # The model's own exception first: the real-device pass's, then the meta copy's where it differs.
+        own = errors[-1].split(": ", 1)[1] if errors else f"{type(exc).__name__}: {_first_line(exc)}"
+        meta = [e for e in errors[:-1] if e.split(": ", 1)[1] != own]
+        text = (f"could not run {type(model).__name__}'s forward on the batch given as inputs= ({{{tried[0]}}}): "
+                f"on {device} it raised {own}" + (f" (and {meta[0]})" if meta else "") + ". ")
+        named = ""
+    else:
+        text = (f"could not run {type(model).__name__}'s forward to read its dataflow. Tried {kind}: "
+                + "; ".join(f"{{{t}}}" for t in tried) + f". The model raised: {'; '.join(shown)}. ")
+        left_out = inputs_left_out(model, [b for b, _ in failures])
+        named = ("; inputs its forward declares that no dummy batch held: "
+                 + ", ".join(f"`{n}`" for n in left_out[:8]) + (" …" if len(left_out) > 8 else "")
+                 if left_out else "")
+    error = GammaAnalysisError(
+        text + "Pass `inputs=` to classify_gammas with one tiny batch the model accepts (e.g. the dict your data "
+        f"collator produces{named}), or a precomputed `gamma_report=` to the Trainer.")
+    error.tried, error.errors = tried, errors
+    return error
 
 
 def _record_copy(model: nn.Module, run_model: nn.Module, batch, device) -> Trace:
