@@ -22,6 +22,7 @@ writes every result as JSON (each γ's role, each failure's cause included) and 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -36,6 +37,10 @@ from collections import Counter
 LAYER_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers",
               "num_encoder_layers", "num_decoder_layers", "text_layers", "vision_layers", "num_text_layers",
               "num_vision_layers", "num_backbone_layers", "depth", "num_transformer_layers", "num_blocks")
+
+
+DECISION_POLICIES = ("guidelines", "hf-default", "all", "none", "only:branch", "only:invariant", "only:stream",
+                     "only:head")
 
 
 def shrink(config, seen=None) -> None:
@@ -158,6 +163,9 @@ def work(model_type: str) -> dict:
                    gamma_roles={n: report.role_of(n) for n in report.gammas}, offsets=dict(report.offsets),
                    warnings=[str(w.message)[:300] for w in caught
                              if "γ" in str(w.message) or "gamma" in str(w.message)])
+        # What each policy decays and the γ table: the record that a refactor of the decision layer changed none.
+        out["decisions"] = {policy: sorted(report.decay_names(policy)) for policy in DECISION_POLICIES}
+        out["table_sha256"] = hashlib.sha256(report.to_table("guidelines").encode("utf-8")).hexdigest()
         if not report.gammas:
             out["status"] = "no_gammas"
     except GammaAnalysisError as exc:
@@ -406,7 +414,26 @@ def compare(rows: list[dict], before: list[dict]) -> str:
         lines.append(f"  {model_type}: " + ", ".join(f"{k} ×{v}" for k, v in kinds.items()))
     lines.append(f"newly classified: {len(gained)}" + (f": {', '.join(gained)}" if gained else ""))
     lines.append(f"no longer classified: {len(lost)}" + (f": {', '.join(lost)}" if lost else ""))
+    lines += compare_decisions(rows, old)
     return "\n".join(lines)
+
+
+def compare_decisions(rows: list[dict], old: dict[str, dict]) -> list[str]:
+    """Where both runs recorded them: the model types whose decayed set under some policy, or γ table, differs."""
+    both, differ = 0, []
+    for r in rows:
+        o = old.get(r["model_type"])
+        if o is None or "decisions" not in r or "decisions" not in o:
+            continue
+        both += 1
+        policies = [p for p in r["decisions"] if o["decisions"].get(p) != r["decisions"][p]]
+        table = o.get("table_sha256") != r.get("table_sha256")
+        if policies or table:
+            differ.append(f"  {r['model_type']}: " + ", ".join(policies + (["the γ table"] if table else [])))
+    if not both:
+        return []
+    return [f"decisions ({', '.join(DECISION_POLICIES)}) and the guidelines γ table compared on {both} model types "
+            f"recorded in both: {len(differ)} differ", *differ]
 
 
 def main(argv: list[str] | None = None) -> int:
