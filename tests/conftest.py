@@ -61,8 +61,12 @@ def trainer_log(caplog):
     from transformers.utils import logging as hf_logging
 
     root, level = logging.getLogger("transformers"), hf_logging.get_verbosity()
+    # Under CI=true transformers lets its root logger propagate (utils/logging.py), which would hand caplog every
+    # record twice; the fixture listens on transformers' logger alone.
+    propagate, root.propagate = root.propagate, False
     root.addHandler(caplog.handler)
     hf_logging.set_verbosity_info()
     yield caplog
     root.removeHandler(caplog.handler)
+    root.propagate = propagate
     hf_logging.set_verbosity(level)

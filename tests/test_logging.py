@@ -26,7 +26,9 @@ def run_script(tmp_path, *flags) -> str:
     cmd = [sys.executable, str(SCRIPT), "--output_dir", str(tmp_path / "out"), "--max_steps", "2",
            "--per_device_train_batch_size", "4", "--weight_decay", "0.05", "--report_to", "none",
            "--save_strategy", "no", "--disable_tqdm", "true", *flags]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # transformers lets its loggers propagate to Python's root logger when CI is set (utils/logging.py), which
+    # doubles every line under the example scripts' basicConfig; a user's shell has no CI variable.
+    env = {**{k: v for k, v in os.environ.items() if k != "CI"}, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
