@@ -136,7 +136,8 @@ class _Builder:
 
     def spectrogram(self):
         mel = _find(self.config, "feature_projection_input_dim", "num_mel_bins", "feature_size",
-                    "input_feat_per_channel", "n_mels", "num_mels", "input_feature_size", default=80)
+                    "input_feat_per_channel", "n_mels", "num_mels", "input_feature_size", "input_feat_size",
+                    default=80)
         frames = _find(self.config, "max_source_positions", default=None)
         frames = 2 * frames if frames else 400  # Whisper-style encoders need exactly 2 × their positions
         channels = _find(self.config, "input_channels", default=1)
@@ -540,6 +541,35 @@ def _layout_inputs(config, b: _Builder, params: dict, options: dict) -> list[dic
         h, w = _image_hw(config)
         patch = _find(config, "patch_size", default=14)
         out.append({**base, "target_sizes": torch.tensor([[h // patch, w // patch]] * _BATCH, device=b.device)})
+    return out + _config_layouts(config, b, params, options)
+
+
+def _config_layouts(config, b: _Builder, params: dict, options: dict) -> list[dict]:
+    """Batches for layouts that config fields state and the batches above miss, tried after all of them (so no
+    model that runs on one of those reads another): an image whose VQ code grid is ``num_patches`` a side after
+    one halving per level of ``channel_multiplier`` but the last (Janus's VQ-VAE), the embeddings alone where a
+    forward takes ``inputs_embeds`` but refuses ids, a boolean mask over an input's frames, a channels-first
+    ``(batch, width, height, width)`` map for a sub-model fed another one's feature map."""
+    base = {n: v[0] for n, v in options.items()}
+    out: list[dict] = []
+    grid, levels = _find(config, "num_patches"), _find(config, "channel_multiplier", kind=(list, tuple))
+    if "pixel_values" in options and grid and levels:
+        side = grid * 2 ** (len(levels) - 1)
+        out.append({**base, "pixel_values": b.zeros(_BATCH, b.channels(), side, side)})
+    width = b.width()
+    if "input_ids" in options and "inputs_embeds" in params and width:
+        # `input_ids=None` (not left out): candidate_inputs lays each late batch over the base one
+        out.append({**base, "input_ids": None, "inputs_embeds": b.zeros(_BATCH, _SEQ, width)})
+    # A boolean mask named after its input (Gemma 3n's `audio_mel_mask`, True = padding): nothing padded
+    for mask_name in [n for n in options if n.endswith("_mask") and n[:-len("_mask")] in options]:
+        for tensor in options[mask_name[:-len("_mask")]]:
+            if tensor.dim() >= 3:
+                for frames in dict.fromkeys((tensor.shape[-1], tensor.shape[1])):
+                    out.append({**base, mask_name[:-len("_mask")]: tensor,
+                                mask_name: torch.zeros(_BATCH, frames, dtype=torch.bool, device=b.device)})
+    for name, tensors in options.items():
+        if name.endswith("_embeds") and width and tensors[0].is_floating_point() and tensors[0].dim() == 3:
+            out.append({**base, name: b.zeros(_BATCH, width, 4, 4)})
     return out
 
 
