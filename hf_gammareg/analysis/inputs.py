@@ -541,6 +541,9 @@ def _layout_inputs(config, b: _Builder, params: dict, options: dict) -> list[dic
         h, w = _image_hw(config)
         patch = _find(config, "patch_size", default=14)
         out.append({**base, "target_sizes": torch.tensor([[h // patch, w // patch]] * _BATCH, device=b.device)})
+        # Towers that pack every image's patches into one sequence (MiniCPM-V): one image, its grid
+        out.append({**{n: v[:1] if isinstance(v, torch.Tensor) and v.dim() else v for n, v in base.items()},
+                    "target_sizes": torch.tensor([[h // patch, w // patch]], device=b.device)})
     return out + _config_layouts(config, b, params, options)
 
 
@@ -570,6 +573,37 @@ def _config_layouts(config, b: _Builder, params: dict, options: dict) -> list[di
     for name, tensors in options.items():
         if name.endswith("_embeds") and width and tensors[0].is_floating_point() and tensors[0].dim() == 3:
             out.append({**base, name: b.zeros(_BATCH, width, 4, 4)})
+    # Inputs the signature types as lists of tensors (SAM 3's DETR encoder and mask decoder: one feature map per
+    # level): channels-first maps, the coarsest small enough that its positions fit the dummy sequence, as many
+    # levels as the config's upsampling stages take (one otherwise), each twice the next one's side; with them the
+    # other features such a head attends to (a prompt's), a sequence of its width
+    listed = [n for n, p in params.items() if re.search(r"\blist\[(torch\.)?Tensor\]", str(p.annotation))
+              and (n in options or b.build(n))]
+    if listed and width:
+        levels = 1 + (_find(config, "num_upsampling_stages") or 0)
+        maps = [b.zeros(_BATCH, width, 2 ** (levels - i), 2 ** (levels - i)) for i in range(levels)]
+        features = {n: b.zeros(_BATCH, _SEQ, width) for n in params
+                    if n.endswith("_features") and n not in options and n not in listed}
+        out.append({**base, **features, **{n: list(maps) for n in listed}})
+    image = options.get("pixel_values", [None])[0]
+    patch = _find(config, "patch_size")
+    if image is not None and image.dim() == 4 and patch:
+        # Images already cut into patches, (batch, patches, C·p·p) (Molmo 2's vision tower)
+        h, w = _image_hw(config)
+        out.append({**base, "pixel_values": b.zeros(_BATCH, (h // patch) * (w // patch), b.channels() * patch * patch)})
+    hop = _find(config, "hop_length")
+    if hop and "input_values" in options and "input_features" in options:
+        # A codec fed the waveform and its features together (X-Codec 2): the features one frame per hop
+        mel = options["input_features"][0].shape[1]
+        out.append({**base, "input_values": b.zeros(_BATCH, 1, 50 * hop),
+                    "input_features": b.zeros(_BATCH, 50, mel)})
+    if "decoder_input_values" in params and width and "input_values" in options:
+        # An encoder-decoder without its pre-nets (SpeechT5's bare model): both sides fed vectors of its width
+        out.append({**base, "input_values": b.zeros(_BATCH, _SEQ, width),
+                    "decoder_input_values": b.zeros(_BATCH, _SEQ, width)})
+    if "bbox" in params and "pixel_values" in params:
+        # Layout models that read the boxes as fractions of the page (UDOP: clipped to [0, 1]), with the page image
+        out.append({**base, "bbox": b.zeros(_BATCH, _SEQ, 4), "pixel_values": b.image()[0]})
     return out
 
 
