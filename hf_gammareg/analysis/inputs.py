@@ -591,6 +591,21 @@ def _config_layouts(config, b: _Builder, params: dict, options: dict) -> list[di
         # Images already cut into patches, (batch, patches, C·p·p) (Molmo 2's vision tower)
         h, w = _image_hw(config)
         out.append({**base, "pixel_values": b.zeros(_BATCH, (h // patch) * (w // patch), b.channels() * patch * patch)})
+    grid_name = next((n for n in ("grid_thw", "image_grid_thw") if n in params), None)
+    if grid_name and patch and "pixel_values" in options:
+        # A grid tower fed one sequence of patch images, (1, patches, C, p, p) (PaddleOCR-VL's vision model)
+        grid = b.patches_and_grid("pixel_values", grid_name)[grid_name][0]
+        n = int(grid.prod())
+        out.append({**base, "pixel_values": b.zeros(1, n, b.channels(), patch, patch), grid_name: grid})
+    if "flattened_patches" in params and "attention_mask" in params:
+        # Pix2Struct-style patches whose mask is over the patches, not the text
+        patches = b.build("flattened_patches")[0]
+        out.append({**base, "flattened_patches": patches,
+                    "attention_mask": torch.ones(*patches.shape[:2], dtype=torch.long, device=b.device)})
+    if "image_attention_mask" in params and "pixel_values" in params:
+        # IDEFICS: (batch, images, C, H, W) and which images each text position sees, (batch, text, images)
+        out.append({**base, "pixel_values": b.image()[0].unsqueeze(1),
+                    "image_attention_mask": torch.ones(_BATCH, _SEQ, 1, dtype=torch.long, device=b.device)})
     hop = _find(config, "hop_length")
     if hop and "input_values" in options and "input_features" in options:
         # A codec fed the waveform and its features together (X-Codec 2): the features one frame per hop
