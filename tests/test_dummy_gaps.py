@@ -171,3 +171,63 @@ def test_an_input_the_builder_cannot_make_is_named_on_one_line():
     with pytest.raises(GammaAnalysisError, match="cannot build a dummy `inference_session`") as info:
         classify_gammas(_NeedsSession())
     assert "\n" not in str(info.value) and "inputs=" in str(info.value)
+
+
+# Late batches read from config fields and the signature (written by hand from docs/design.md):
+# * Qwen3-Omni's talker code predictor (pre-RMSNorm blocks with per-head q/k norms) refuses `input_ids` and runs on
+#   `inputs_embeds` alone: the block norms and the q/k norms inside the attention branch meet the stream the block
+#   started from at its residual add → ``branch``; ``norm`` → ``head``.
+# * Unlimited OCR's vision encoder (CLIP-style, fed a SAM feature map as patch embeddings, (batch, width, h, w)):
+#   ``pre_layrnorm`` is the residual stream's start (the stream side of every block's add) → ``stream``; the block
+#   norms → ``branch``.
+# * Qwen3-ASR's audio encoder (its windows' lengths looped over in Python and handed to torch.tensor): pre-LN blocks
+#   → ``branch``; ``ln_post`` → ``head``.
+
+
+def test_a_forward_that_refuses_ids_runs_on_embeddings_alone():
+    from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeTalkerCodePredictorConfig
+    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeTalkerCodePredictorModel
+
+    config = Qwen3OmniMoeTalkerCodePredictorConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                   num_key_value_heads=2, head_dim=8, intermediate_size=40,
+                                                   vocab_size=64)
+    with torch.device("meta"):
+        model = Qwen3OmniMoeTalkerCodePredictorModel(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = classify_gammas(model)
+    per_layer = ("self_attn.q_norm", "self_attn.k_norm", "input_layernorm", "post_attention_layernorm")
+    assert roles(report) == {**{f"layers.{i}.{n}.weight": "branch" for i in (0, 1) for n in per_layer},
+                             "norm.weight": "head"}
+    assert "input_ids" not in report.inputs_shapes and report.inputs_shapes["inputs_embeds"] == [2, 8, 32]
+
+
+def test_a_sub_model_fed_a_feature_map_gets_a_channels_first_map():
+    from transformers.models.unlimited_ocr.configuration_unlimited_ocr import UnlimitedOcrVisionEncoderConfig
+    from transformers.models.unlimited_ocr.modeling_unlimited_ocr import UnlimitedOcrVisionEncoder
+
+    config = UnlimitedOcrVisionEncoderConfig(hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+                                             num_attention_heads=4, image_size=56, patch_size=14)
+    with torch.device("meta"):
+        model = UnlimitedOcrVisionEncoder(config)
+    report = classify_gammas(model)
+    assert roles(report) == {"pre_layrnorm.weight": "stream",
+                             **{f"encoder.layers.{i}.layer_norm{k}.weight": "branch" for i in (0, 1) for k in (1, 2)}}
+    assert report.inputs_shapes["patch_embeds"] == [2, 32, 4, 4]
+
+
+def test_lengths_looped_over_in_python_keep_their_values_on_meta():
+    from transformers.models.qwen3_asr.configuration_qwen3_asr import Qwen3ASREncoderConfig
+    from transformers.models.qwen3_asr.modeling_qwen3_asr import Qwen3ASREncoder
+
+    config = Qwen3ASREncoderConfig(num_mel_bins=16, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=40,
+                                   d_model=32, output_dim=24, downsample_hidden_size=8)
+    with torch.device("meta"):
+        model = Qwen3ASREncoder(config)
+    report = classify_gammas(model)
+    assert roles(report) == {**{f"layers.{i}.{n}.weight": "branch" for i in (0, 1)
+                                for n in ("self_attn_layer_norm", "final_layer_norm")},
+                             "ln_post.weight": "head"}
+    # (batch, mel, frames): frames a whole number of the encoder's 2 × n_window windows, a mask over them
+    assert report.inputs_shapes["input_features"][:2] == [2, 16]
+    assert report.inputs_shapes["input_features"][2] % (2 * config.n_window) == 0

@@ -136,7 +136,8 @@ class _Builder:
 
     def spectrogram(self):
         mel = _find(self.config, "feature_projection_input_dim", "num_mel_bins", "feature_size",
-                    "input_feat_per_channel", "n_mels", "num_mels", "input_feature_size", default=80)
+                    "input_feat_per_channel", "n_mels", "num_mels", "input_feature_size", "input_feat_size",
+                    default=80)
         frames = _find(self.config, "max_source_positions", default=None)
         frames = 2 * frames if frames else 400  # Whisper-style encoders need exactly 2 × their positions
         channels = _find(self.config, "input_channels", default=1)
@@ -540,6 +541,84 @@ def _layout_inputs(config, b: _Builder, params: dict, options: dict) -> list[dic
         h, w = _image_hw(config)
         patch = _find(config, "patch_size", default=14)
         out.append({**base, "target_sizes": torch.tensor([[h // patch, w // patch]] * _BATCH, device=b.device)})
+        # Towers that pack every image's patches into one sequence (MiniCPM-V): one image, its grid
+        out.append({**{n: v[:1] if isinstance(v, torch.Tensor) and v.dim() else v for n, v in base.items()},
+                    "target_sizes": torch.tensor([[h // patch, w // patch]], device=b.device)})
+    return out + _config_layouts(config, b, params, options)
+
+
+def _config_layouts(config, b: _Builder, params: dict, options: dict) -> list[dict]:
+    """Batches for layouts that config fields state and the batches above miss, tried after all of them (so no
+    model that runs on one of those reads another): an image whose VQ code grid is ``num_patches`` a side after
+    one halving per level of ``channel_multiplier`` but the last (Janus's VQ-VAE), the embeddings alone where a
+    forward takes ``inputs_embeds`` but refuses ids, a boolean mask over an input's frames, a channels-first
+    ``(batch, width, height, width)`` map for a sub-model fed another one's feature map."""
+    base = {n: v[0] for n, v in options.items()}
+    out: list[dict] = []
+    grid, levels = _find(config, "num_patches"), _find(config, "channel_multiplier", kind=(list, tuple))
+    if "pixel_values" in options and grid and levels:
+        side = grid * 2 ** (len(levels) - 1)
+        out.append({**base, "pixel_values": b.zeros(_BATCH, b.channels(), side, side)})
+    width = b.width()
+    if "input_ids" in options and "inputs_embeds" in params and width:
+        # `input_ids=None` (not left out): candidate_inputs lays each late batch over the base one
+        out.append({**base, "input_ids": None, "inputs_embeds": b.zeros(_BATCH, _SEQ, width)})
+    # A boolean mask named after its input (Gemma 3n's `audio_mel_mask`, True = padding): nothing padded
+    for mask_name in [n for n in options if n.endswith("_mask") and n[:-len("_mask")] in options]:
+        for tensor in options[mask_name[:-len("_mask")]]:
+            if tensor.dim() >= 3:
+                for frames in dict.fromkeys((tensor.shape[-1], tensor.shape[1])):
+                    out.append({**base, mask_name[:-len("_mask")]: tensor,
+                                mask_name: torch.zeros(_BATCH, frames, dtype=torch.bool, device=b.device)})
+    for name, tensors in options.items():
+        if name.endswith("_embeds") and width and tensors[0].is_floating_point() and tensors[0].dim() == 3:
+            out.append({**base, name: b.zeros(_BATCH, width, 4, 4)})
+    # Inputs the signature types as lists of tensors (SAM 3's DETR encoder and mask decoder: one feature map per
+    # level): channels-first maps, the coarsest small enough that its positions fit the dummy sequence, as many
+    # levels as the config's upsampling stages take (one otherwise), each twice the next one's side; with them the
+    # other features such a head attends to (a prompt's), a sequence of its width
+    listed = [n for n, p in params.items() if re.search(r"\blist\[(torch\.)?Tensor\]", str(p.annotation))
+              and (n in options or b.build(n))]
+    if listed and width:
+        levels = 1 + (_find(config, "num_upsampling_stages") or 0)
+        maps = [b.zeros(_BATCH, width, 2 ** (levels - i), 2 ** (levels - i)) for i in range(levels)]
+        features = {n: b.zeros(_BATCH, _SEQ, width) for n in params
+                    if n.endswith("_features") and n not in options and n not in listed}
+        out.append({**base, **features, **{n: list(maps) for n in listed}})
+    image = options.get("pixel_values", [None])[0]
+    patch = _find(config, "patch_size")
+    if image is not None and image.dim() == 4 and patch:
+        # Images already cut into patches, (batch, patches, C·p·p) (Molmo 2's vision tower)
+        h, w = _image_hw(config)
+        out.append({**base, "pixel_values": b.zeros(_BATCH, (h // patch) * (w // patch), b.channels() * patch * patch)})
+    grid_name = next((n for n in ("grid_thw", "image_grid_thw") if n in params), None)
+    if grid_name and patch and "pixel_values" in options:
+        # A grid tower fed one sequence of patch images, (1, patches, C, p, p) (PaddleOCR-VL's vision model)
+        grid = b.patches_and_grid("pixel_values", grid_name)[grid_name][0]
+        n = int(grid.prod())
+        out.append({**base, "pixel_values": b.zeros(1, n, b.channels(), patch, patch), grid_name: grid})
+    if "flattened_patches" in params and "attention_mask" in params:
+        # Pix2Struct-style patches whose mask is over the patches, not the text
+        patches = b.build("flattened_patches")[0]
+        out.append({**base, "flattened_patches": patches,
+                    "attention_mask": torch.ones(*patches.shape[:2], dtype=torch.long, device=b.device)})
+    if "image_attention_mask" in params and "pixel_values" in params:
+        # IDEFICS: (batch, images, C, H, W) and which images each text position sees, (batch, text, images)
+        out.append({**base, "pixel_values": b.image()[0].unsqueeze(1),
+                    "image_attention_mask": torch.ones(_BATCH, _SEQ, 1, dtype=torch.long, device=b.device)})
+    hop = _find(config, "hop_length")
+    if hop and "input_values" in options and "input_features" in options:
+        # A codec fed the waveform and its features together (X-Codec 2): the features one frame per hop
+        mel = options["input_features"][0].shape[1]
+        out.append({**base, "input_values": b.zeros(_BATCH, 1, 50 * hop),
+                    "input_features": b.zeros(_BATCH, 50, mel)})
+    if "decoder_input_values" in params and width and "input_values" in options:
+        # An encoder-decoder without its pre-nets (SpeechT5's bare model): both sides fed vectors of its width
+        out.append({**base, "input_values": b.zeros(_BATCH, _SEQ, width),
+                    "decoder_input_values": b.zeros(_BATCH, _SEQ, width)})
+    if "bbox" in params and "pixel_values" in params:
+        # Layout models that read the boxes as fractions of the page (UDOP: clipped to [0, 1]), with the page image
+        out.append({**base, "bbox": b.zeros(_BATCH, _SEQ, 4), "pixel_values": b.image()[0]})
     return out
 
 

@@ -688,10 +688,19 @@ def _meta_friendly(model: nn.Module):
     # merge sizes and grids this way).
     tensor, as_tensor = torch.tensor, torch.as_tensor
 
+    def scalars(data):
+        # A list of 0-d meta tensors (lengths looped over in Python): torch.tensor reads each below the dispatcher,
+        # where meta has no value; read through it, each is its known value (or 1, as for any .item() on meta).
+        if isinstance(data, (list, tuple)):
+            return type(data)(scalars(x) for x in data)
+        if isinstance(data, torch.Tensor) and data.device.type == "meta" and data.numel() == 1:
+            return data.item()
+        return data
+
     def on_cpu_then_meta(factory):
         def make(data, *args, device=None, **kwargs):
             if device is not None and torch.device(device).type == "meta" and not kwargs.get("requires_grad"):
-                return factory(data, *args, **kwargs).to("meta")
+                return factory(scalars(data), *args, **kwargs).to("meta")
             return factory(data, *args, device=device, **kwargs)
         return make
 
