@@ -374,8 +374,9 @@ CAUSES = (
     (r"cannot build a dummy `(\w+)`",
      "requires `{0}`, an input whose shape and meaning no config field states"),
     (r"must have same reduction dim|normalized_shape|Invalid channel dimensions|does not match expected suffix",
-     "an input width or channel count that no config field states (a front end's frame stacking, a projector's "
-     "pixel-shuffle ratio, a sub-model fed by another's features)"),
+     "an input width or channel count that no config field states (a front end's frame stacking: Granite Speech 5's "
+     "encoder takes 4 × num_mel_bins, delta-expanded mel frames stacked in pairs; a mel count only a subsampler's "
+     "projection implies: Gemma 4's audio encoder)"),
 )
 
 

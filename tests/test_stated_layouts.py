@@ -18,6 +18,11 @@ Role tables written by hand from docs/design.md (../shared/DESIGN.md):
   ``k_norm`` sit inside its branch (keys reach the add through the softmax only, still on the branch side) →
   ``branch``; ``norm`` → ``head``.
 * Inkling's audio model (codebook embeddings summed, then one RMSNorm): ``norm`` is the output → ``head``.
+* RAG's BART generator (post-LN, GELU; the reference reading of Marian): every encoder and decoder norm, the
+  embedding norms included, meets the next branch on the stream side → ``stream``, except the encoder's last
+  ``final_layer_norm`` (it feeds the decoder's cross-attention values → ``branch``) and the decoder's last
+  ``final_layer_norm`` (the output → ``head``). Without a retriever the question encoder never runs: its norms
+  get no role.
 """
 
 from __future__ import annotations
@@ -230,3 +235,23 @@ def test_samples_behind_each_spectrogram_from_the_hop_length():
     assert report.inputs_shapes == {"input_features": [2, 16, 400], "chunk_sample_lengths": [2]}
     assert report.role_of("layer_norm.weight") == "head"
     assert all(report.role_of(f"layers.{i}.{n}.weight") == "branch" for i in (0, 1) for n in PRE_NORMS)
+
+
+def test_retrieved_contexts_and_their_scores_from_n_docs():
+    generator = dict(model_type="bart", vocab_size=32, d_model=16, encoder_layers=2, decoder_layers=2,
+                     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                     max_position_embeddings=32)
+    question = dict(model_type="dpr", vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32)
+    report = classify(on_meta(tf.RagModel, tf.RagConfig(question_encoder=question, generator=generator, n_docs=2)))
+    assert report.inputs_shapes["context_input_ids"] == [4, 8] and report.inputs_shapes["doc_scores"] == [2, 2]
+    encoder, decoder = "generator.model.encoder", "generator.model.decoder"
+    expected = {f"{encoder}.layernorm_embedding.weight": "stream", f"{decoder}.layernorm_embedding.weight": "stream"}
+    expected.update({f"{encoder}.layers.{i}.{n}.weight": "stream" for i in (0, 1)
+                     for n in ("self_attn_layer_norm", "final_layer_norm")})
+    expected.update({f"{decoder}.layers.{i}.{n}.weight": "stream" for i in (0, 1)
+                     for n in ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm")})
+    expected[f"{encoder}.layers.1.final_layer_norm.weight"] = "branch"
+    expected[f"{decoder}.layers.1.final_layer_norm.weight"] = "head"
+    assert {n: r for n, r in roles(report).items() if n.startswith("generator.")} == expected
+    assert report.unused and all(n.startswith("question_encoder.") for n in report.unused)

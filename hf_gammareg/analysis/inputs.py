@@ -780,7 +780,8 @@ def _stated_context_layouts(config, b: _Builder, params: dict, options: dict, ba
     """Features another module hands this one (``*_embeds`` other than the model's own embeddings, a decoder's
     ``last_hidden_state``, a drafter's ``context_hidden_states``) at each width from ``_foreign_widths``, with the
     model's own embeddings beside them or not, and beside a robot policy's camera images (``pixel_values`` with
-    one ``pixel_attention_mask`` entry per camera, and the text) where the forward takes them; and the token
+    one ``pixel_attention_mask`` entry per camera, and the text) where the forward takes them; ``n_docs`` retrieved
+    contexts per question with their ``doc_scores`` (RAG without a retriever); and the token
     patches of a byte-level model: a patch count with each token's patch (BLT's local encoder), or
     ``patch_lengths`` of ``patch_size`` each (BLT)."""
     out: list[dict] = []
@@ -796,6 +797,12 @@ def _stated_context_layouts(config, b: _Builder, params: dict, options: dict, ba
             out.append({**base, **cameras, name: b.zeros(_BATCH, _SEQ, w)})
             if "inputs_embeds" in params and width and not cameras:
                 out.append({**base, "inputs_embeds": b.zeros(_BATCH, _SEQ, width), name: b.zeros(_BATCH, _SEQ, w)})
+    docs = _find(config, "n_docs")
+    if docs and "context_input_ids" in params and "doc_scores" in params:
+        # Retrieval-augmented generation without a retriever: n_docs retrieved contexts per question and a score each
+        contexts = {n: b.ids(_BATCH * docs, _SEQ) for n in ("context_input_ids", "context_attention_mask")
+                    if n in params}
+        out.append({**base, **contexts, "doc_scores": b.zeros(_BATCH, docs)})
     if "num_patches" in params and "patch_ids" in params and "num_patches" not in options:
         out.append({**base, **{n: b.build_required(n)[0] for n in ("num_patches", "patch_ids")}})
     patch = _find(config, "patch_size")
