@@ -781,9 +781,9 @@ def _stated_context_layouts(config, b: _Builder, params: dict, options: dict, ba
     ``last_hidden_state``, a drafter's ``context_hidden_states``) at each width from ``_foreign_widths``, with the
     model's own embeddings beside them or not, and beside a robot policy's camera images (``pixel_values`` with
     one ``pixel_attention_mask`` entry per camera, and the text) where the forward takes them; ``n_docs`` retrieved
-    contexts per question with their ``doc_scores`` (RAG without a retriever); and the token
-    patches of a byte-level model: a patch count with each token's patch (BLT's local encoder), or
-    ``patch_lengths`` of ``patch_size`` each (BLT)."""
+    contexts per question with their ``doc_scores`` (RAG without a retriever); and the token patches of a
+    byte-level model: a patch count with each token's patch (BLT's local encoder), or ``patch_lengths`` of
+    ``patch_size`` each (BLT)."""
     out: list[dict] = []
     width = b.width()
     names = [n for n in params if n in ("last_hidden_state", "context_hidden_states") or (
