@@ -8,7 +8,9 @@
 
 For each ``model_type`` in ``CONFIG_MAPPING``: the default config with every layer count cut to 2 (a model on
 ``meta`` holds no memory, so widths do not matter; depth only costs time; lists of layer indices such as Mllama's
-``intermediate_layers_indices`` are mapped into the 2 layers), the base model (``AutoModel``'s
+``intermediate_layers_indices`` are mapped into the 2 layers, and so are a backbone's ``stage_names`` /
+``out_indices``, the hooks a parent config keeps into a sub-model's layers and the per-stage lists of a model whose
+layers are stages), the base model (``AutoModel``'s
 class for that config; for a sub-config without one — a VLM's text or vision part — the class of its modeling
 module built for exactly that config) built on ``meta`` — as ``hf-gammareg inspect`` builds models — and
 ``classify_gammas`` with no inputs. A model type whose config or model cannot be built at all is "not
@@ -43,15 +45,17 @@ DECISION_POLICIES = ("guidelines", "hf-default", "all", "none", "only:branch", "
                      "only:head")
 
 
-def shrink(config, seen=None) -> None:
-    """Cut every layer count of ``config`` and its sub-configs to at most 2, in place."""
+def shrink(config, seen=None) -> int | None:
+    """Cut every layer count of ``config`` and its sub-configs to at most 2, in place; the layer count
+    ``num_hidden_layers`` had before the cut, if it was cut."""
     from transformers import PretrainedConfig
 
     seen = set() if seen is None else seen
     if id(config) in seen:
-        return
+        return None
     seen.add(id(config))
     aliases = getattr(config, "attribute_map", {}) or {}
+    cut_from = None
     for key in LAYER_KEYS:
         if aliases.get(key, key) not in LAYER_KEYS:  # e.g. ConvNeXt maps num_hidden_layers to num_stages
             continue
@@ -62,15 +66,32 @@ def shrink(config, seen=None) -> None:
             except Exception:  # noqa: BLE001 - some configs guard attributes; leave them
                 continue
             if key == "num_hidden_layers":
+                cut_from = value
                 _follow_cut(config, value)
-    for value in list(vars(config).values()):
-        if isinstance(value, PretrainedConfig):
-            shrink(value, seen)
+    sub_cuts = {shrink(value, seen) for value in list(vars(config).values()) if isinstance(value, PretrainedConfig)}
+    sub_cuts.discard(None)
+    if cut_from is None and len(sub_cuts) == 1:
+        _follow_sub_cut(config, sub_cuts.pop())
+    return cut_from
+
+
+def _follow_sub_cut(config, n_before: int) -> None:
+    """Hooks into a sub-model's layers kept on the parent config (DepthPro's ``intermediate_hook_ids`` into its patch
+    encoder) follow that sub-model's cut from ``n_before`` layers to 2, each to the layer at the same depth fraction,
+    in their own order and number (each hook pairs with an entry of another list, e.g. its feature width)."""
+    for key, value in list(vars(config).items()):
+        if ("hook" in key and isinstance(value, (list, tuple)) and value
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in value)):
+            try:
+                setattr(config, key, type(value)(min(1, max(0, i) * 2 // n_before) for i in value))
+            except Exception:  # noqa: BLE001
+                pass
 
 
 def _follow_cut(config, n_before: int) -> None:
     """Lists of layer indices (Mllama's ``intermediate_layers_indices``) follow the cut from ``n_before`` layers to
-    2: each index maps to the layer at the same depth fraction, so no index points past the last layer."""
+    2: each index maps to the layer at the same depth fraction, so no index points past the last layer. So do a
+    backbone's stages (see ``_follow_cut_stages``)."""
     for key, value in list(vars(config).items()):
         if ("layer" in key and ("indices" in key or "index" in key or key.endswith("_ids")) and isinstance(value, list)
                 and value and all(isinstance(i, int) and not isinstance(i, bool) for i in value)):
@@ -79,6 +100,47 @@ def _follow_cut(config, n_before: int) -> None:
                 setattr(config, key, mapped)
             except Exception:  # noqa: BLE001
                 pass
+    _follow_cut_stages(config, n_before)
+    _follow_cut_stage_lists(config, n_before)
+
+
+def _follow_cut_stage_lists(config, n_before: int) -> None:
+    """A model whose layers are stages with a width each (Muse Spark's audio encoder: ``hidden_sizes``, ``depths``,
+    ``patch_sizes``, one entry per layer): every list with one entry per layer keeps the entries of the 2 kept
+    layers, so the last stage's width is the one its final norm and projection are built for."""
+    widths = getattr(config, "hidden_sizes", None)
+    if not isinstance(widths, (list, tuple)) or len(widths) != n_before:
+        return
+    for key, value in list(vars(config).items()):
+        if isinstance(value, (list, tuple)) and len(value) == n_before and key != "stage_names":
+            try:
+                setattr(config, key, type(value)(value[:2]))
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _follow_cut_stages(config, n_before: int) -> None:
+    """A backbone config whose ``stage_names`` are the stem and one stage per layer (ViTPose's, DINOv2's, RF-DETR's):
+    the names cut to the 2 kept layers and ``out_indices`` mapped to the stage at the same depth fraction (the stem
+    stays the stem), so the backbone still outputs a feature map for each one asked, as many as its neck expects
+    when two or more were asked. Whether the names follow the layer count is asked of the config class itself (a
+    copy built with 2 layers); Swin's follow its ``depths``, and stay."""
+    names, indices = getattr(config, "stage_names", None), getattr(config, "out_indices", None)
+    if not isinstance(names, list) or len(names) != n_before + 1 or not isinstance(indices, (list, tuple)):
+        return
+    try:
+        cut_names = type(config)(num_hidden_layers=2).stage_names
+    except Exception:  # noqa: BLE001 - a config class that cannot be built bare: leave its stages
+        return
+    if not isinstance(cut_names, list) or len(cut_names) != 3:
+        return
+    positive = [i % len(names) for i in indices]
+    mapped = sorted({0 if i == 0 else max(1, min(2, -(-i * 2 // n_before))) for i in positive})
+    try:
+        config.stage_names = cut_names
+        config.out_indices = mapped  # the setter aligns out_features
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def build(model_type: str):
@@ -312,18 +374,50 @@ CAUSES = (
     (r"cannot build a dummy `(\w+)`",
      "requires `{0}`, an input whose shape and meaning no config field states"),
     (r"must have same reduction dim|normalized_shape|Invalid channel dimensions|does not match expected suffix",
-     "an input width or channel count that no config field states (a front end's frame stacking, a projector's "
-     "pixel-shuffle ratio, a sub-model fed by another's features)"),
+     "an input width or channel count that no config field states (a front end's frame stacking: Granite Speech 5's "
+     "encoder takes 4 × num_mel_bins, delta-expanded mel frames stacked in pairs; a mel count only a subsampler's "
+     "projection implies: Gemma 4's audio encoder)"),
 )
 
 
+# Failures whose error text does not show their cause, read in the model's source instead: a default config whose
+# own fields disagree (no input can make such a model run; a checkpoint's config sets them consistently), sizes
+# held in buffers that a meta pass does not have, an input no signature names. Keyed by model type because the
+# cause is a fact about that type's default config or code, not something a dummy batch could change.
+KNOWN_CAUSES = {
+    "llama4": "the default config disagrees with itself: the vision adapter's pixel shuffle gives hidden_size / "
+              "pixel_shuffle_ratio² = 3072 features, its MLP takes intermediate_size = 5632",
+    "llama4_vision_model": "the default config disagrees with itself: the vision adapter's pixel shuffle gives "
+                           "hidden_size / pixel_shuffle_ratio² = 3072 features, its MLP takes intermediate_size = 5632",
+    "deepseek_ocr2_vision": "the default config disagrees with itself: the SAM encoder's last downsample_channels "
+                            "(896) feed an encoder of hidden_size 4096",
+    "qwen3_omni_moe_text": "the default config disagrees with itself: hidden_size 2048 over 28 heads gives an odd "
+                           "head_dim (73), which rotary embeddings cannot rotate",
+    "qwen3_omni_moe_thinker": "the default text config disagrees with itself: hidden_size 2048 over 28 heads gives "
+                              "an odd head_dim (73), which rotary embeddings cannot rotate",
+    "pp_ocrv6_small_det": "the default config disagrees with itself: its backbone outputs one feature map "
+                          "(out_indices [4]), its neck takes four (layer_list_out_channels)",
+    "uvdoc": "the default config disagrees with itself: its backbone outputs one feature map (out_indices [6]), "
+             "its head concatenates one per stage_configs entry (6)",
+    "lw_detr": "the default config has no projector_scale_factors, so the detector has no feature level to read",
+    "voxtral_realtime_text": "its decoder layers need a time conditioning `t_cond` that the forward passes on through "
+                             "**kwargs: no signature names it",
+}
+_FROM_BUFFERS = ("the convolutions' padding comes from lengths held in buffers, which a meta pass does not have "
+                 "(it runs on the CPU on a (batch, 1, samples) waveform): it needs a real-device pass")
+KNOWN_CAUSES.update({t: _FROM_BUFFERS for t in ("mimi", "mimi_encoder", "pocket_tts_audio_tokenizer",
+                                                "pocket_tts_audio_tokenizer_encoder", "wavtokenizer")})
+
+
 def failure_cause(r: dict) -> str:
-    """The cause of one failure and why no dummy batch can be guessed for it (``CAUSES``)."""
+    """The cause of one failure and why no dummy batch can be guessed for it (``KNOWN_CAUSES``, else ``CAUSES``)."""
     import re
 
     error = r.get("error") or ""
     if r["status"] in ("timeout", "crash"):
         return f"{r['status']} ({r.get('error_class')}): the worker did not return"
+    if r.get("model_type") in KNOWN_CAUSES:
+        return KNOWN_CAUSES[r["model_type"]]
     for pattern, why in CAUSES:
         match = re.search(pattern, error)
         if match:

@@ -275,6 +275,24 @@ class _Builder:
             return [self.ids(_BATCH, _find(self.config, "task_seq_len", default=_SEQ))]
         return []
 
+    def build_required(self, name: str) -> list:
+        """Inputs built only where a forward requires them (or a late batch asks), never for the batch of every
+        declared input: a vision model whose forward calls its image ``hidden_states`` and states no width (its
+        main input is ``pixel_values``), a patch count with each token's patch (two tokens a patch, the first
+        ``num_patches`` positions: DeepSeek-OCR 2's image prefix, BLT's byte patches), and the waveform samples
+        behind each spectrogram (``*sample_lengths``: frames × the config's ``hop_length``)."""
+        if name == "hidden_states" and getattr(self.model, "main_input_name", None) == "pixel_values":
+            return self.image()[:1]
+        if name == "num_patches":
+            return [_SEQ // 2]
+        if name == "patch_ids":
+            return [(torch.arange(_SEQ, device=self.device) // 2).expand(_BATCH, -1).contiguous()]
+        hop = _find(self.config, "hop_length")
+        if name.endswith("sample_lengths") and hop:
+            frames = self.spectrogram()[0].shape[-1]
+            return [torch.full((_BATCH,), frames * hop, dtype=torch.long, device=self.device)]
+        return []
+
 
 def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> Iterator[dict | tuple]:
     """Dummy batches for ``model``'s forward, most likely first; the analysis runs the first that works.
@@ -288,36 +306,8 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
         return
     forward = model.forward
     b = _Builder(model, device)
-    main = getattr(model, "main_input_name", "input_ids")
-    mains = list(main) if isinstance(main, (list, tuple)) else [main]
     params = _params(forward)
-    required = _required(forward)
-    # The main input when the forward names it, or takes **kwargs and requires nothing else.
-    names = [n for n in mains if n in params or (not required and _accepts(forward, n))]
-    names += [n for n in required if n not in names]
-    grid_name = next((n for n in ("grid_thw", "image_grid_thw") if n in names), None)
-    fixed: dict[str, list] = {}
-    if grid_name is not None:  # flattened patches + their grid
-        tensor_name = next((n for n in ("hidden_states", "pixel_values") if n in names), "hidden_states")
-        fixed = b.patches_and_grid(tensor_name, grid_name)
-    elif "spatial_shapes" in names:  # NaFlex towers (SigLIP 2): patches, their mask and the (h, w) grid of each image
-        fixed = b.naflex_patches()
-    elif "aspect_ratio_ids" in names:
-        fixed = b.tiles()
-    elif "pixel_position_ids" in names:
-        fixed = b.patches_with_positions()
-    if (getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params
-            and "decoder_input_ids" not in names):
-        names.append("decoder_input_ids")
-    options: dict[str, list] = {}
-    for name in names:
-        built = fixed.get(name) or b.build(name)
-        if not built:
-            raise GammaAnalysisError(
-                f"cannot build a dummy `{name}` for {type(model).__name__} (main input {main!r}); pass `inputs=` to "
-                "classify_gammas (a dict of tensors for one tiny batch, e.g. what your data collator produces), or "
-                "a precomputed `gamma_report=` to the Trainer")
-        options[name] = built
+    options = _main_options(model, b, params)
     extras = {n: b.build(n) for n in _MODAL_EXTRAS if n not in options and n in params}
     use_cache = {"use_cache": False} if "use_cache" in params else {}  # caches are outputs that are not the loss
     for width in range(max([len(v) for v in options.values()] + [len(v) for v in extras.values()] + [1])):
@@ -337,6 +327,47 @@ def candidate_inputs(model: nn.Module, device: torch.device | str = "cpu") -> It
         # A forward that takes `use_cache` through **kwargs (a VLM passing it on to its text model) and builds a
         # cache its layers cannot all fill (linear-attention layers only: no sequence length to read).
         yield {**base, "use_cache": False}
+    # Last of all, the layouts whose sizes a config field states, after every batch above (so that no model that
+    # runs on one of those reads one of these)
+    for late in _stated_layouts(config, b, params, options, base):
+        yield {**base, **late, **use_cache}
+
+
+def _main_options(model: nn.Module, b: _Builder, params: dict) -> dict[str, list]:
+    """``{input name: candidate tensors}`` for the inputs every batch holds: the main input(s) when the forward names
+    them (or takes ``**kwargs`` and requires nothing else), every input it requires, and an encoder-decoder's
+    ``decoder_input_ids``. Inputs made together (flattened patches and their grid, NaFlex patches, tiles, patches
+    with their positions) come from one builder method. Raises ``GammaAnalysisError`` for an input it cannot make."""
+    forward, config = model.forward, model.config
+    main = getattr(model, "main_input_name", "input_ids")
+    mains = list(main) if isinstance(main, (list, tuple)) else [main]
+    required = _required(forward)
+    names = [n for n in mains if n in params or (not required and _accepts(forward, n))]
+    names += [n for n in required if n not in names]
+    grid_name = next((n for n in ("grid_thw", "image_grid_thw") if n in names), None)
+    fixed: dict[str, list] = {}
+    if grid_name is not None:  # flattened patches + their grid
+        tensor_name = next((n for n in ("hidden_states", "pixel_values") if n in names), "hidden_states")
+        fixed = b.patches_and_grid(tensor_name, grid_name)
+    elif "spatial_shapes" in names:  # NaFlex towers (SigLIP 2): patches, their mask and the (h, w) grid of each image
+        fixed = b.naflex_patches()
+    elif "aspect_ratio_ids" in names:
+        fixed = b.tiles()
+    elif "pixel_position_ids" in names:
+        fixed = b.patches_with_positions()
+    if (getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params
+            and "decoder_input_ids" not in names):
+        names.append("decoder_input_ids")
+    options: dict[str, list] = {}
+    for name in names:
+        built = fixed.get(name) or b.build(name) or b.build_required(name)
+        if not built:
+            raise GammaAnalysisError(
+                f"cannot build a dummy `{name}` for {type(model).__name__} (main input {main!r}); pass `inputs=` to "
+                "classify_gammas (a dict of tensors for one tiny batch, e.g. what your data collator produces), or "
+                "a precomputed `gamma_report=` to the Trainer")
+        options[name] = built
+    return options
 
 
 def _late_inputs(model: nn.Module, b: _Builder, params: dict, options: dict) -> list[dict]:
@@ -451,17 +482,26 @@ def with_config_gaps_filled(model: nn.Module, copy) -> tuple[nn.Module, list[str
 
 
 def _layout_inputs(config, b: _Builder, params: dict, options: dict) -> list[dict]:
-    """Batches for layouts a forward declares optional yet needs, each read from the config: NaFlex patches with
-    their ``spatial_shapes``, token ids with a codebook axis, 4-D spectrograms, the image-token positions of a
-    grounding model, the patch grid of a vision tower (``image_grid_thw`` / ``target_sizes``)."""
+    """Batches for layouts a forward declares optional yet needs, each read from the config, in this order (each
+    group tried after the one before, so that a model that runs on an earlier one reads the same batch as before):
+    token and audio layouts, vision layouts, the inputs a forward declares, then ``_config_layouts``."""
     base = {n: v[0] for n, v in options.items()}
+    return (_token_and_audio_layouts(config, b, params, options, base)
+            + _vision_layouts(config, b, options, base)
+            + _declared_layouts(config, b, params, options, base)
+            + _config_layouts(config, b, params, options))
+
+
+def _token_and_audio_layouts(config, b: _Builder, params: dict, options: dict, base: dict) -> list[dict]:
+    """NaFlex patches with their ``spatial_shapes``, token ids with a codebook axis, 4-D spectrograms, and a
+    sub-model's input at the width its first layer takes."""
     out: list[dict] = []
     if "spatial_shapes" in params and "spatial_shapes" not in options and "pixel_values" in params:
         naflex = {n: v[0] for n, v in b.naflex_patches().items() if n in params}
         out.append({**base, **naflex})
     # Audio-token models whose ids carry one row per codebook: (batch, seq, codebooks), (batch, codebooks, seq)
     # or the codebooks folded into the batch (MusicGen's decoder).
-    books = _find(config, "num_codebooks", "num_channels", "num_quantizers", "n_q")
+    books = _codebooks(config)
     ids = [n for n in ("input_ids", "decoder_input_ids") if n in options]
     if books and books > 1 and ids:
         for shape in ((_BATCH, _SEQ, books), (_BATCH, books, _SEQ), (_BATCH * books, _SEQ)):
@@ -486,6 +526,18 @@ def _layout_inputs(config, b: _Builder, params: dict, options: dict) -> list[dic
                 keys = ("channels", "audio_channels", "vae_dim", "hidden_size")
                 for c in dict.fromkeys(x for x in (_find(config, k) for k in keys) if x):
                     out.append({**base, name: b.zeros(_BATCH, c, 15_360 if c <= 2 else 64)})
+    return out
+
+
+def _codebooks(config) -> int | None:
+    """How many codebooks (audio-token streams) the config states."""
+    return _find(config, "num_codebooks", "num_channels", "num_quantizers", "n_q")
+
+
+def _vision_layouts(config, b: _Builder, options: dict, base: dict) -> list[dict]:
+    """Flattened grid patches as small images, video frames folded into the batch, image pairs, and the image large
+    enough for every scale of a multi-scale encoder."""
+    out: list[dict] = []
     grid_name = next((n for n in ("grid_thw", "image_grid_thw") if n in options), None)
     if grid_name is not None:  # flattened patches as small images, (patches, C, p, p) or (patches, C, T, p, p)
         tensor_name = next((n for n in ("hidden_states", "pixel_values") if n in options), None)
@@ -508,14 +560,28 @@ def _layout_inputs(config, b: _Builder, params: dict, options: dict) -> list[dic
         if ratios and patch and min(ratios) > 0:  # DepthPro: the smallest scale must still hold one patch
             side = int(round(patch / min(ratios)))
             out.append({**base, "pixel_values": b.zeros(_BATCH, image.shape[1], side, side)})
-    # A mask named after its input (`input_features_mask`, `audio_mel_mask`) over that input's frames, for each
-    # candidate layout of the input: (batch, frames) with frames on either axis.
+    return out
+
+
+def _masks_over_frames(b: _Builder, options: dict, base: dict, mask) -> list[dict]:
+    """A mask named after its input (``input_features_mask``, Gemma 3n's ``audio_mel_mask``) over that input's
+    frames, for each candidate layout of the input: ``(batch, frames)`` with frames on either axis, each mask
+    ``mask(frames)``."""
+    out: list[dict] = []
     for mask_name in [n for n in options if n.endswith("_mask") and n[:-len("_mask")] in options]:
         for tensor in options[mask_name[:-len("_mask")]]:
             if tensor.dim() >= 3:
                 for frames in dict.fromkeys((tensor.shape[-1], tensor.shape[1])):
-                    out.append({**base, mask_name[:-len("_mask")]: tensor,
-                                mask_name: torch.ones(_BATCH, frames, dtype=torch.long, device=b.device)})
+                    out.append({**base, mask_name[:-len("_mask")]: tensor, mask_name: mask(frames)})
+    return out
+
+
+def _declared_layouts(config, b: _Builder, params: dict, options: dict, base: dict) -> list[dict]:
+    """Masks over an input's frames (1 = kept), concatenated audio with each sample's frame count, every declared
+    input the builder can make (with a cross-attention context of its own width), the image-token positions of a
+    grounding model, and the patch grid of a vision tower (``target_sizes``)."""
+    out = _masks_over_frames(b, options, base,
+                             lambda frames: torch.ones(_BATCH, frames, dtype=torch.long, device=b.device))
     if "feature_lens" in params and "input_features" in options:
         # Audio towers fed every sample's frames concatenated, (mel, total frames), with each sample's count
         # (Qwen-Omni): whole chunks of 2 × n_window frames
@@ -544,7 +610,7 @@ def _layout_inputs(config, b: _Builder, params: dict, options: dict) -> list[dic
         # Towers that pack every image's patches into one sequence (MiniCPM-V): one image, its grid
         out.append({**{n: v[:1] if isinstance(v, torch.Tensor) and v.dim() else v for n, v in base.items()},
                     "target_sizes": torch.tensor([[h // patch, w // patch]], device=b.device)})
-    return out + _config_layouts(config, b, params, options)
+    return out
 
 
 def _config_layouts(config, b: _Builder, params: dict, options: dict) -> list[dict]:
@@ -552,7 +618,8 @@ def _config_layouts(config, b: _Builder, params: dict, options: dict) -> list[di
     model that runs on one of those reads another): an image whose VQ code grid is ``num_patches`` a side after
     one halving per level of ``channel_multiplier`` but the last (Janus's VQ-VAE), the embeddings alone where a
     forward takes ``inputs_embeds`` but refuses ids, a boolean mask over an input's frames, a channels-first
-    ``(batch, width, height, width)`` map for a sub-model fed another one's feature map."""
+    ``(batch, width, height, width)`` map for a sub-model fed another one's feature map, one feature map per level
+    for inputs typed as lists of tensors; then ``_patch_layouts``."""
     base = {n: v[0] for n, v in options.items()}
     out: list[dict] = []
     grid, levels = _find(config, "num_patches"), _find(config, "channel_multiplier", kind=(list, tuple))
@@ -564,12 +631,8 @@ def _config_layouts(config, b: _Builder, params: dict, options: dict) -> list[di
         # `input_ids=None` (not left out): candidate_inputs lays each late batch over the base one
         out.append({**base, "input_ids": None, "inputs_embeds": b.zeros(_BATCH, _SEQ, width)})
     # A boolean mask named after its input (Gemma 3n's `audio_mel_mask`, True = padding): nothing padded
-    for mask_name in [n for n in options if n.endswith("_mask") and n[:-len("_mask")] in options]:
-        for tensor in options[mask_name[:-len("_mask")]]:
-            if tensor.dim() >= 3:
-                for frames in dict.fromkeys((tensor.shape[-1], tensor.shape[1])):
-                    out.append({**base, mask_name[:-len("_mask")]: tensor,
-                                mask_name: torch.zeros(_BATCH, frames, dtype=torch.bool, device=b.device)})
+    out += _masks_over_frames(b, options, base,
+                              lambda frames: torch.zeros(_BATCH, frames, dtype=torch.bool, device=b.device))
     for name, tensors in options.items():
         if name.endswith("_embeds") and width and tensors[0].is_floating_point() and tensors[0].dim() == 3:
             out.append({**base, name: b.zeros(_BATCH, width, 4, 4)})
@@ -585,6 +648,15 @@ def _config_layouts(config, b: _Builder, params: dict, options: dict) -> list[di
         features = {n: b.zeros(_BATCH, _SEQ, width) for n in params
                     if n.endswith("_features") and n not in options and n not in listed}
         out.append({**base, **features, **{n: list(maps) for n in listed}})
+    return out + _patch_layouts(config, b, params, options, base)
+
+
+def _patch_layouts(config, b: _Builder, params: dict, options: dict, base: dict) -> list[dict]:
+    """Images already cut into patches, a grid tower fed a sequence of patch images, Pix2Struct patches with their
+    own mask, IDEFICS' image-per-position mask, a codec fed waveform and features together, an encoder-decoder
+    without its pre-nets, and boxes read as fractions of the page."""
+    out: list[dict] = []
+    width = b.width()
     image = options.get("pixel_values", [None])[0]
     patch = _find(config, "patch_size")
     if image is not None and image.dim() == 4 and patch:
@@ -619,6 +691,124 @@ def _config_layouts(config, b: _Builder, params: dict, options: dict) -> list[di
     if "bbox" in params and "pixel_values" in params:
         # Layout models that read the boxes as fractions of the page (UDOP: clipped to [0, 1]), with the page image
         out.append({**base, "bbox": b.zeros(_BATCH, _SEQ, 4), "pixel_values": b.image()[0]})
+    return out
+
+
+def _stated_layouts(config, b: _Builder, params: dict, options: dict, base: dict) -> list[dict]:
+    """Layouts whose sizes a config field states, tried after every other batch (``candidate_inputs``): see
+    ``_stated_audio_layouts``, ``_stated_image_layouts`` and ``_stated_context_layouts``."""
+    return (_stated_audio_layouts(config, b, params, options, base)
+            + _stated_image_layouts(config, b, params, options, base)
+            + _stated_context_layouts(config, b, params, options, base))
+
+
+def _stated_audio_layouts(config, b: _Builder, params: dict, options: dict, base: dict) -> list[dict]:
+    """A waveform whose length the encoder's total stride divides (``samples_per_token``, the product of its patch
+    sizes: Muse Spark's), mel frames that come ``audio_length_per_tok`` to a text token and are added to the text
+    position by position (Voxtral Realtime), and ids of any other token input with a codebook axis (Inkling's
+    ``audio_input_ids``, one per mel bin) or beside a cross-attention context of the width the config states
+    (Dia's decoder)."""
+    out: list[dict] = []
+    stride = _find(config, "samples_per_token")
+    if stride and "input_values" in options:
+        length = stride * max(1, round(16_000 / stride))
+        out += [{**base, "input_values": b.zeros(_BATCH, length)}, {**base, "input_values": b.zeros(_BATCH, 1, length)}]
+    per_token = _find(config, "audio_length_per_tok")
+    if per_token and "input_features" in params and "input_ids" in options:
+        mel = _find(config, "num_mel_bins", "feature_size", "n_mels", default=80)
+        out.append({**base, "input_features": b.zeros(_BATCH, mel, _SEQ * per_token)})
+    books = _codebooks(config)
+    if not books or books < 2:
+        return out
+    for name in [n for n in options if n.endswith("input_ids") and n not in ("input_ids", "decoder_input_ids")]:
+        out += [{**base, name: b.ids(_BATCH, _SEQ, books)}, {**base, name: b.ids(_BATCH, books, _SEQ)}]
+    ids = next((n for n in ("decoder_input_ids", "input_ids") if n in options), None)
+    if ids and "encoder_hidden_states" in params:
+        for w in _foreign_widths(config, b.width()):
+            out.append({**base, ids: b.ids(_BATCH, _SEQ, books), "encoder_hidden_states": b.zeros(_BATCH, _SEQ, w)})
+    return out
+
+
+def _stated_image_layouts(config, b: _Builder, params: dict, options: dict, base: dict) -> list[dict]:
+    """An image prompt and its mask painted above the image in one canvas of the config's ``image_size`` (SegGPT:
+    each half its height), an image whose patch grid the config's ``num_windows`` divides (RF-DETR's windowed
+    DINOv2), frames at ``max_img_size`` (TVP's visual prompter pads to it), and a grid tower fed one
+    ``(p·m, p·m, C)`` tile per merged token with the grid counted in merged tokens (Inkling 2's vision model)."""
+    out: list[dict] = []
+    image = options.get("pixel_values", [None])[0]
+    h, w = _image_hw(config)
+    if image is not None and image.dim() == 4 and "prompt_pixel_values" in params and h % 2 == 0:
+        half = b.zeros(_BATCH, image.shape[1], h // 2, w)
+        out.append({**base, **{n: half for n in ("pixel_values", "prompt_pixel_values", "prompt_masks")
+                               if n in params}})
+    windows, patch = _find(config, "num_windows"), _find(config, "patch_size")
+    if image is not None and image.dim() == 4 and windows and patch:
+        tile = patch * windows
+        side = tile * -(-max(h, w) // tile)
+        out.append({**base, "pixel_values": b.zeros(_BATCH, image.shape[1], side, side)})
+    size = _find(config, "max_img_size", "max_image_size")
+    frames = options.get("pixel_values", b.image() if "pixel_values" in params else [None])[0]
+    if frames is not None and frames.dim() >= 4 and size and (h, w) != (size, size):
+        batch = {**base, "pixel_values": b.zeros(*frames.shape[:-2], size, size)}
+        out += [batch, single_example(batch)]  # one example too: TVP's grid embeddings view a batch of one
+    grid_name = next((n for n in ("grid_thw", "image_grid_thw") if n in options), None)
+    merge = _find(config, "spatial_merge_size", "merge_size")
+    if grid_name and merge and patch and "pixel_values" in options:
+        side = 2  # merged tokens a side
+        grid = torch.tensor([[1, side, side]], dtype=torch.long, device=b.device)
+        tile = patch * merge
+        out += [{**base, "pixel_values": b.zeros(side * side, tile, tile, b.channels()), grid_name: grid},
+                {**base, "pixel_values": b.zeros(side * side, b.channels(), tile, tile), grid_name: grid}]
+    return out
+
+
+def _foreign_widths(config, width: int | None) -> list[int]:
+    """Widths of features that come from another module, as the config states them: another model's hidden size
+    (``hidden_size_global``, ``cross_hidden_size``, ``encoder_hidden_size``, ``input_size``), hidden states of
+    ``len(target_layer_ids)`` layers concatenated, each sub-config's hidden size; the model's own width left out."""
+    stated = [_find(config, k) for k in ("hidden_size_global", "cross_hidden_size", "encoder_hidden_size",
+                                         "cross_attention_hidden_size", "input_size")]
+    layers = _find(config, "target_layer_ids", kind=(list, tuple))
+    if layers and width:
+        stated.append(len(layers) * width)
+    stated += [getattr(c, "hidden_size", None) for c in _configs(config)]
+    return [x for x in dict.fromkeys(stated) if isinstance(x, int) and not isinstance(x, bool) and x > 0
+            and x != width]
+
+
+def _stated_context_layouts(config, b: _Builder, params: dict, options: dict, base: dict) -> list[dict]:
+    """Features another module hands this one (``*_embeds`` other than the model's own embeddings, a decoder's
+    ``last_hidden_state``, a drafter's ``context_hidden_states``) at each width from ``_foreign_widths``, with the
+    model's own embeddings beside them or not, and beside a robot policy's camera images (``pixel_values`` with
+    one ``pixel_attention_mask`` entry per camera, and the text) where the forward takes them; ``n_docs`` retrieved
+    contexts per question with their ``doc_scores`` (RAG without a retriever); and the token patches of a
+    byte-level model: a patch count with each token's patch (BLT's local encoder), or ``patch_lengths`` of
+    ``patch_size`` each (BLT)."""
+    out: list[dict] = []
+    width = b.width()
+    names = [n for n in params if n in ("last_hidden_state", "context_hidden_states") or (
+        n.endswith("_embeds") and n not in ("inputs_embeds", "decoder_inputs_embeds"))]
+    cameras = {}
+    if "pixel_values" in params and "pixel_attention_mask" in params:
+        cameras = {"pixel_values": b.image()[0].unsqueeze(1), "input_ids": b.ids(_BATCH, _SEQ),
+                   "pixel_attention_mask": torch.ones(_BATCH, 1, dtype=torch.bool, device=b.device)}
+    for name in names:
+        for w in _foreign_widths(config, width):
+            out.append({**base, **cameras, name: b.zeros(_BATCH, _SEQ, w)})
+            if "inputs_embeds" in params and width and not cameras:
+                out.append({**base, "inputs_embeds": b.zeros(_BATCH, _SEQ, width), name: b.zeros(_BATCH, _SEQ, w)})
+    docs = _find(config, "n_docs")
+    if docs and "context_input_ids" in params and "doc_scores" in params:
+        # Retrieval-augmented generation without a retriever: n_docs retrieved contexts per question and a score each
+        contexts = {n: b.ids(_BATCH * docs, _SEQ) for n in ("context_input_ids", "context_attention_mask")
+                    if n in params}
+        out.append({**base, **contexts, "doc_scores": b.zeros(_BATCH, docs)})
+    if "num_patches" in params and "patch_ids" in params and "num_patches" not in options:
+        out.append({**base, **{n: b.build_required(n)[0] for n in ("num_patches", "patch_ids")}})
+    patch = _find(config, "patch_size")
+    if "patch_lengths" in params and patch and "input_ids" in options and _SEQ % patch == 0:
+        lengths = torch.full((_BATCH, _SEQ // patch), patch, dtype=torch.long, device=b.device)
+        out.append({**base, "patch_lengths": lengths})
     return out
 
 
