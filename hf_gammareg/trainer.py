@@ -1,9 +1,9 @@
 """`GammaRegTrainer` and `GammaRegSeq2SeqTrainer`: HF Trainers whose γ weight decay follows a policy.
 
-The override is thin: `get_decay_parameter_names` asks :func:`gamma_decay_plan` (a pure function of
-the model, its `GammaReport` and the config, shared with :func:`hf_gammareg.param_groups`) which
-parameters to decay, and `create_optimizer` gives the optimizer that plan's parameter groups;
-everything else is HF's own logic.
+The override is thin: `get_decay_parameter_names` asks :func:`~hf_gammareg.plan.decay_plan` (a pure function of
+the model, its `GammaReport`, the config and the Trainer's own decay names, shared with
+:func:`hf_gammareg.param_groups`) which parameters to decay, and `create_optimizer` gives the optimizer that plan's
+parameter groups; the table, the horizon and the model card read that one plan. Everything else is HF's own logic.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
 from .config import CONFIG_NAME, GammaRegConfig
 from .first_batch import first_training_batch
 from .horizon import GroupHorizon, decay_horizon
-from .plan import GammaDecayPlan, gamma_decay_plan, l2_penalty, refuse_sharded
+from .plan import GammaDecayPlan, decay_plan, l2_penalty, refuse_sharded
 from .report import GammaReport
 from .roles import GammaAnalysisError
 from .training_args import GammaRegSeq2SeqTrainingArguments, GammaRegTrainingArguments, convert_training_args
@@ -105,11 +105,9 @@ class GammaRegMixin:
         if self.gamma_report is None:
             refuse_sharded(model)
             self.gamma_report = self._gamma_classify(unwrap_model(model)[0])
-        plan, self.gamma_report = gamma_decay_plan(
-            model, config=self.gamma_config, weight_decay=self.args.weight_decay,
-            report=self.gamma_report, hf_decay_names=hf_names,
-        )
-        self.gamma_plan, self._gamma_plan_model = plan, model
+        plan = decay_plan(model, self.args.weight_decay, self.gamma_config, report=self.gamma_report,
+                          hf_decay_names=hf_names)
+        self.gamma_report, self.gamma_plan, self._gamma_plan_model = plan.report, plan, model
         if self.gamma_norm_callback is not None:
             # Under FSDP1 the names carry inner wrapper segments the prefix does not cover, and the
             # parameters are flat shards: the callback then finds none of its names and logs nothing.
@@ -185,9 +183,8 @@ class GammaRegMixin:
         steps = self._gamma_planned_steps()
         if steps is None:
             return None
-        # The group that holds the decayed γ has the γ coefficient; with none decayed, the largest weight decay.
-        wd = plan.coefficient if plan.decayed else max(plan.weight_decay, plan.coefficient)
-        return planned_horizon(self.args, steps, wd, l2=plan.regularization == "l2" and bool(plan.decayed))
+        group = plan.decay_group()  # the optimizer is not built yet: the plan's own coefficients
+        return planned_horizon(self.args, steps, group.weight_decay, l2=group.penalty)
 
     def _gamma_planned_steps(self) -> int | None:
         """The optimizer steps `train()` will run, as `Trainer.set_initial_training_values` counts them."""
@@ -255,9 +252,7 @@ class GammaRegMixin:
         if "## γ regularization" in card:
             return
         horizon_line, _ = self.gamma_plan.horizon_lines(self.gamma_horizon)
-        section = model_card_section(self.gamma_report, self.gamma_config.policy, self.gamma_plan.decayed,
-                                     self.gamma_plan.coefficient, self.gamma_plan.regularization,
-                                     self.gamma_config.invariance, horizon=horizon_line)
+        section = model_card_section(self.gamma_plan, horizon=horizon_line)
         with open(path, "w", encoding="utf-8") as f:
             f.write(card.rstrip("\n") + "\n\n" + section)
 

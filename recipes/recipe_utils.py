@@ -23,6 +23,7 @@ from sweep_records import RunRecord
 from transformers import HfArgumentParser, TrainerCallback
 
 from hf_gammareg.callbacks import gamma_norm_stats
+from hf_gammareg.decision import decision_summary
 from hf_gammareg.horizon import sgd_decay_shrink
 
 
@@ -141,7 +142,7 @@ def optimizer_gamma_record(model: torch.nn.Module, optimizer, plan, horizon=None
         "policy": cfg.policy,
         "invariance": cfg.invariance,
         "regularization": cfg.regularization,
-        "summary": report.summary(cfg.policy, include=cfg.include, exclude=cfg.exclude),
+        "summary": decision_summary(plan.decisions),
         "inputs_source": report.inputs_source,  # which batch the roles were read from
         "gammas": {
             name: {"role": report.roles.get(name), "decayed": name in plan.decayed,
