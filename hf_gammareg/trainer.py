@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import warnings
 import weakref
 
 import torch
@@ -23,7 +24,7 @@ from .analysis.inputs import describe_inputs, dummy_inputs_apply
 from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
 from .config import CONFIG_NAME, GammaRegConfig
 from .first_batch import first_training_batch
-from .horizon import GroupHorizon, decay_horizon
+from .horizon import GroupHorizon, planned_decay_horizon
 from .plan import GammaDecayPlan, decay_plan, l2_penalty, refuse_sharded
 from .report import GammaReport
 from .roles import GammaAnalysisError
@@ -184,7 +185,7 @@ class GammaRegMixin:
         if steps is None:
             return None
         group = plan.decay_group()  # the optimizer is not built yet: the plan's own coefficients
-        return planned_horizon(self.args, steps, group.weight_decay, l2=group.penalty)
+        return _planned_or_none(self.args, steps, group.weight_decay, group.penalty)
 
     def _gamma_planned_steps(self) -> int | None:
         """The optimizer steps `train()` will run, as `Trainer.set_initial_training_values` counts them."""
@@ -403,27 +404,24 @@ class GammaRegMixin:
 
 
 def planned_horizon(args, num_steps: int, weight_decay: float, *, l2: bool = False) -> GroupHorizon | None:
-    """The decay horizon of a parameter decayed at ``weight_decay`` in the run ``args`` (TrainingArguments) describe.
+    """Deprecated (0.2): ``hf_gammareg.horizon.planned_decay_horizon(args, num_steps=..., weight_decay=..., l2=...)``,
+    the one planned horizon. ``None`` (logged at INFO) where that optimizer cannot be built here, as before; goes in
+    the next release."""
+    warnings.warn("hf_gammareg.trainer.planned_horizon is deprecated: use hf_gammareg.horizon.planned_decay_horizon("
+                  "args, num_steps=..., weight_decay=...); the old name goes in the next release",
+                  DeprecationWarning, stacklevel=2)
+    return _planned_or_none(args, num_steps, weight_decay, l2)
 
-    The optimizer and schedule are the ones `Trainer` builds from ``args`` (``get_optimizer_cls_and_kwargs``,
-    ``get_scheduler`` with ``args.get_warmup_steps``), on one stand-in scalar; ``l2``: the decay is an L2
-    penalty in the loss rather than the optimizer's. ``None`` (logged at INFO) when that optimizer cannot be
-    built on this machine (bitsandbytes without CUDA, …).
-    """
-    from transformers import get_scheduler
 
+def _planned_or_none(args, num_steps: int, weight_decay: float, l2: bool) -> GroupHorizon | None:
+    """`planned_decay_horizon` of ``args``' run, or ``None`` (logged at INFO) when its optimizer cannot be built here
+    (bitsandbytes without CUDA, …): the horizon is then computed when training starts."""
     try:
-        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
-        scalar = nn.Parameter(torch.ones(1))
-        optimizer = optimizer_cls([{"params": [scalar], "weight_decay": 0.0 if l2 else weight_decay}], **kwargs)
-    except Exception as exc:
+        return planned_decay_horizon(args, num_steps=num_steps, weight_decay=weight_decay, l2=l2)
+    except Exception as exc:  # noqa: BLE001 - a horizon line is information; training itself will say what is wrong
         logger.info("hf_gammareg: no planned decay horizon (%s: %s); it is computed when training starts",
                     type(exc).__name__, exc)
         return None
-    scheduler = get_scheduler(args.lr_scheduler_type, optimizer=optimizer,
-                              num_warmup_steps=args.get_warmup_steps(num_steps), num_training_steps=num_steps,
-                              scheduler_specific_kwargs=args.lr_scheduler_kwargs)
-    return decay_horizon(optimizer, num_steps, scheduler, penalty={0: weight_decay} if l2 else None)[0]
 
 
 def _model_error(exc: GammaAnalysisError) -> str:
