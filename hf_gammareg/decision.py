@@ -22,7 +22,6 @@ without a role) takes them as ``hf_decayed=`` and otherwise raises ``ValueError`
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -180,7 +179,6 @@ def _accepting_a_policy(own, render, method: str):
     """``own`` (the report's roles-only table or summary), also taking 0.1's policy arguments: then deprecated,
     rendering the decision with ``render``."""
 
-    @functools.wraps(own)
     def with_policy(self: GammaReport, policy: str | None = None, *, include: Iterable[str] = (),
                     exclude: Iterable[str] = (), hf_decayed: Iterable[str] | None = None) -> str:
         if policy is None and not include and not exclude:
@@ -188,6 +186,9 @@ def _accepting_a_policy(own, render, method: str):
         return render(_deprecated_decide(self, f"{method}(policy)", policy or "guidelines", include, exclude,
                                          hf_decayed))
 
+    with_policy.__name__, with_policy.__qualname__ = own.__name__, own.__qualname__
+    with_policy.__doc__ = (f"{own.__doc__}\n\n        Deprecated since 0.2: with a policy (and include/exclude, "
+                           f"hf_decayed), what `{render.__name__}(decide(...))` renders.")
     return with_policy
 
 
