@@ -214,20 +214,26 @@ def work(model_type: str) -> dict:
         # hf-default must be exactly transformers.Trainer's split: its own method against hf_gammareg's rule.
         from transformers import Trainer
 
-        from hf_gammareg.policy import hf_default_decay_names
+        from hf_gammareg.config import GammaRegConfig
+        from hf_gammareg.decision import decide, decision_table
+        from hf_gammareg.hf_rule import hf_default_decay_names
 
         trainer_rule = set(Trainer.get_decay_parameter_names(None, model))
         own_rule = hf_default_decay_names(model)
+        # What each policy decays (the HF rule read from the model here, as every caller of `decide` does) and the
+        # γ table: the record that a refactor of the decision layer changed none.
+        decisions = {policy: sorted(decide(report, GammaRegConfig(policy=policy), own_rule).decayed)
+                     for policy in DECISION_POLICIES}
         out["hf_default_matches_trainer"] = (trainer_rule == own_rule
-                                             and set(report.hf_default) == trainer_rule & set(report.gammas))
+                                             and set(decisions["hf-default"]) == trainer_rule & set(report.gammas))
         out.update(status="classified", device=report.device, n_gammas=len(report.gammas),
                    roles=dict(Counter(report.roles.values())), unused=len(report.unused),
                    gamma_roles={n: report.role_of(n) for n in report.gammas}, offsets=dict(report.offsets),
                    warnings=[str(w.message)[:300] for w in caught
                              if "γ" in str(w.message) or "gamma" in str(w.message)])
-        # What each policy decays and the γ table: the record that a refactor of the decision layer changed none.
-        out["decisions"] = {policy: sorted(report.decay_names(policy)) for policy in DECISION_POLICIES}
-        out["table_sha256"] = hashlib.sha256(report.to_table("guidelines").encode("utf-8")).hexdigest()
+        out["decisions"] = decisions
+        table = decision_table(decide(report, GammaRegConfig(policy="guidelines"), own_rule))
+        out["table_sha256"] = hashlib.sha256(table.encode("utf-8")).hexdigest()
         if not report.gammas:
             out["status"] = "no_gammas"
     except GammaAnalysisError as exc:

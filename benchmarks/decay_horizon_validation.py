@@ -3,7 +3,7 @@
     python benchmarks/decay_horizon_validation.py --out results/decay_horizon.md
 
 For each sweep the recipe's own parser reads its config (the sweep's ``gamma_weight_decay`` on top), and
-`hf_gammareg.trainer.planned_horizon` builds the optimizer and schedule `Trainer` builds from those arguments
+`hf_gammareg.horizon.planned_decay_horizon` builds the optimizer and schedule `Trainer` builds from those arguments
 on a stand-in scalar: the predicted factor by which weight decay alone multiplies a decayed γ over the run's
 optimizer steps. The measured side is what each sweep recorded: the RMS at the end of training of the γ
 categories (CIFAR) or roles (LM, translation) the entry decays — averaged over them and over seeds — next to
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.path.join("results", "decay_horizon.md"))
     args = p.parse_args(argv)
-    from hf_gammareg.trainer import planned_horizon
+    from hf_gammareg.horizon import planned_decay_horizon
 
     table = ["| sweep | optimizer steps | γ weight decay | predicted: decay integral | predicted: shrink from decay "
              "alone | entry | decayed γ (columns) | measured end RMS, decayed | same γ, undecayed (entry) | "
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           "--output_dir", os.path.join("runs", "horizon_check")])
         targs = parsed[-1]
         wd = targs.gamma_weight_decay if targs.gamma_weight_decay is not None else targs.weight_decay
-        h = planned_horizon(targs, steps, wd, l2=targs.gamma_regularization == "l2")
+        h = planned_decay_horizon(targs, num_steps=steps, weight_decay=wd, l2=targs.gamma_regularization == "l2")
         integral = "–" if h.integral is None else f"{h.integral:.3g}"
         shrink = "–" if h.shrink is None else f"{h.shrink:.4f}"
         head = f"{name} (`{config}`{' ' + ' '.join(extra[:2]) if extra and extra[0] != '--model_name_or_path' else ''})"
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: python benchmarks/decay_horizon_validation.py --out {args.out}",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; python {platform.python_version()}, "
         f"{versions}",
-        "- predicted: `hf_gammareg.trainer.planned_horizon` on each sweep's config (the optimizer and schedule "
+        "- predicted: `hf_gammareg.horizon.planned_decay_horizon` on each sweep's config (the optimizer and schedule "
         "`Trainer` builds from it) over the run's optimizer steps; the shrink is exact for decay alone (a zero "
         "loss gradient).",
         "- measured: each sweep's CSV (`results/<sweep>.csv`), mean over seeds of the end-of-training RMS of the "

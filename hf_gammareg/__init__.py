@@ -1,11 +1,11 @@
 """hf_gammareg: decide, γ by γ, which normalization scales get weight decay (Kim et al., arXiv:2205.07260).
 
-The analysis (`classify_gammas`, `GammaReport`) and the policies load fast; the rest is loaded on first
-use, so `hf-gammareg inspect` starts in the time torch takes to import: `param_groups` (and `decay_plan`,
-`l2_penalty`) for any `torch.optim` optimizer and training loop, `decay_horizon` (what weight decay alone does
-to a parameter over a run, from the optimizer and scheduler), and the Trainer-side names
-(`GammaRegTrainer`, `GammaRegMixin` for any other `Trainer` subclass, the TrainingArguments subclasses,
-`GammaNormCallback`), which import `transformers.Trainer`.
+The analysis (`classify_gammas`, `GammaReport`), the policies and the decision (`hf_gammareg.decision.decide`)
+load fast; the rest is loaded on first use, so `hf-gammareg inspect` starts in the time torch takes to import:
+`param_groups` (and `decay_plan`, `l2_penalty`) for any `torch.optim` optimizer and training loop,
+`decay_horizon` (what weight decay alone does to a parameter over a run, from the optimizer and scheduler), and
+the Trainer-side names (`GammaRegTrainer`, `GammaRegMixin` for any other `Trainer` subclass, the
+TrainingArguments subclasses, `GammaNormCallback`), which import `transformers.Trainer`.
 """
 
 import importlib
@@ -13,6 +13,7 @@ import warnings
 
 __version__ = "0.1.0"
 
+from . import decision  # noqa: F401  (also attaches GammaReport's deprecated policy methods of 0.1)
 from .analysis import classify_gammas
 from .report import GammaReport
 from .roles import ROLES, GammaAnalysisError

@@ -6,7 +6,7 @@ import json
 import math
 import os
 from collections import defaultdict
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 from transformers import TrainerCallback
@@ -15,6 +15,9 @@ from .report import GammaReport
 from .roles import ROLES, offset_form, offset_toward
 from .tables import markdown_table
 from .wrappers import is_dtensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .plan import GammaDecayPlan
 
 HISTORY_NAME = "gamma_history.jsonl"
 REPORT_NAME = "gamma_report.json"
@@ -217,25 +220,29 @@ def plot_history(run_dirs: Iterable[str], out_path: str, *, stat: str = "norm", 
     return out_path
 
 
-def model_card_section(report: GammaReport, policy: str, decayed: set[str], coefficient: float,
-                       regularization: str, invariance: str, horizon: str | None = None) -> str:
-    """The "γ regularization" section GammaRegTrainer appends to the model card.
+def model_card_section(plan: "GammaDecayPlan", *, horizon: str | None = None) -> str:
+    """The "γ regularization" section GammaRegTrainer appends to the model card, from the run's plan: its decision
+    (``plan.decisions``: the policy, the roles) and what was trained with decay (``plan.decayed``; frozen γ are not).
 
     ``horizon``: the "decay horizon: …" line of the run (what weight decay alone did to the decayed γ).
     """
+    decisions, config = plan.decisions, plan.config
+    report = decisions.report
+    # `plan.decayed` holds the model's names; the card counts by the report's.
+    decayed = {name for name, in_model in plan.names.items() if in_model in plan.decayed}
     counts = report.counts()
     lines = [
         "## γ regularization",
         "",
-        f"Trained with [hf_gammareg](https://arxiv.org/abs/2205.07260): policy `{policy}`, invariance "
-        f"`{invariance}`, {regularization} weight decay {coefficient:g} on {len(decayed)} of "
+        f"Trained with [hf_gammareg](https://arxiv.org/abs/2205.07260): policy `{decisions.policy}`, invariance "
+        f"`{config.invariance}`, {plan.regularization} weight decay {plan.coefficient:g} on {len(decayed)} of "
         f"{len(report.gammas)} normalization scales (γ). {report.inputs_line()}",
         "",
     ]
     rows = []
     for role in list(ROLES) + ["untracked", "unused"]:
         if role in counts:
-            names = [n for n in report.gammas if report.role_of(n) == role]
+            names = [d.name for d in decisions if d.role == role]
             rows.append((role, counts[role][0], f"{counts[role][1]:,}", sum(1 for n in names if n in decayed)))
     lines += markdown_table(("role", "γ", "values", "decayed"), rows)
     if report.offsets:

@@ -20,7 +20,8 @@ import sys
 import textwrap
 from importlib import resources
 
-from .config import option_fields, option_help
+from .config import GammaConfigError, GammaRegConfig, option_fields, option_help
+from .decision import Decisions, decide, decision_summary, decision_table
 from .patterns import unmatched_pattern_notices
 from .tables import text_table
 
@@ -145,22 +146,21 @@ def _common_prefix(names: list[str]) -> str:
     return "".join(p + "." for p in prefix)
 
 
-def format_table(report, policy: str, *, include=(), exclude=(), width: int | None = None) -> str:
-    """The role table and summary, as `GammaReport.to_table` writes it, fitted to ``width`` columns.
+def format_table(decisions: Decisions, *, width: int | None = None) -> str:
+    """The decision table and summary (:func:`~hf_gammareg.decision.decision_table`), fitted to ``width`` columns.
 
     When the full table is wider, names are shortened without losing what tells them apart (the
     prefix every γ shares and the ``.weight`` suffix are dropped, and said so once), and each reason
     moves under its row, wrapped at words, at most two lines. Names are never broken mid-word.
     """
-    full = report.to_table(policy, include=include, exclude=exclude)
-    summary = report.summary(policy, include=include, exclude=exclude)
+    full, summary = decision_table(decisions), decision_summary(decisions)
     if width is None or max(map(len, full.splitlines())) <= width:
         return full + "\n" + summary
+    report = decisions.report
     gammas = report.gammas
     prefix = _common_prefix(gammas)
     names = [n[len(prefix):].removesuffix(".weight") for n in gammas]
-    decisions = report.decisions(policy, include=include, exclude=exclude)
-    rows = [(short, report.norm_types.get(n, "?"), report.role_of(n), decisions[n]) for n, short in zip(gammas, names)]
+    rows = [(short, d.norm, d.role, d.decision_text) for d, short in zip(decisions, names)]
     header = ("parameter", "norm", "role", "decay")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
     budget = width - sum(widths[1:]) - 6
@@ -172,9 +172,9 @@ def format_table(report, policy: str, *, include=(), exclude=(), width: int | No
             widths[0] = budget
     table = text_table(header, rows, free_last=False)
     lines = table[:2]
-    for name, row_line in zip(gammas, table[2:]):
+    for d, row_line in zip(decisions, table[2:]):
         lines.append(row_line)
-        lines += textwrap.wrap(report.reason_of(name), max(width - 4, 20), initial_indent="    ",
+        lines += textwrap.wrap(d.reason, max(width - 4, 20), initial_indent="    ",
                                subsequent_indent="    ", max_lines=2, placeholder=" …", break_long_words=False,
                                break_on_hyphens=False)
     shortened = [f"the prefix `{prefix}`" if prefix else "", "`.weight`" if any(n.endswith(".weight") for n in gammas)
@@ -188,8 +188,15 @@ def format_table(report, policy: str, *, include=(), exclude=(), width: int | No
 
 def _inspect(args) -> int:
     from .analysis import classify_gammas
+    from .hf_rule import hf_default_decay_names
     from .roles import GammaAnalysisError
 
+    try:
+        config = GammaRegConfig(policy=args.policy, invariance=args.invariance, include=args.include or [],
+                                exclude=args.exclude or [])
+    except GammaConfigError as exc:  # the flag is named as the CLI names it
+        print(f"hf-gammareg inspect: --{exc.field}: {exc.message}", file=sys.stderr)
+        return 2
     try:
         model = build_meta_model(args.model, task=args.task)
     except LookupError as exc:
@@ -201,14 +208,13 @@ def _inspect(args) -> int:
               f"from its config ({type(exc).__name__}: {_first_line(exc)}); try another --task or a local model "
               "directory whose config.json builds", file=sys.stderr)
         return 2
-    include, exclude = args.include or [], args.exclude or []
     try:
         horizon = _planned_horizon(args)
     except _UsageError as exc:
         print(f"hf-gammareg inspect: {exc}", file=sys.stderr)
         return 2
     try:
-        report = classify_gammas(model, invariance=args.invariance)
+        report = classify_gammas(model, invariance=config.invariance)
     except GammaAnalysisError as exc:
         # `inspect` has only dummy inputs; a model that needs real ones is classified in Python.
         print(f"hf-gammareg: {type(model).__name__}'s forward does not run on the dummy inputs inspect builds "
@@ -219,30 +225,47 @@ def _inspect(args) -> int:
         print(f"hf-gammareg: the analysis of {type(model).__name__} failed ({type(exc).__name__}: {_first_line(exc)}); "
               "this is a bug in hf_gammareg: please report it with this line", file=sys.stderr)
         return 2
+    decisions = decide(report, config, hf_default_decay_names(model))  # the model is at hand: its HF rule
     if args.json:
-        data = report.to_dict()
-        data["policy"] = args.policy
-        data["decayed"] = sorted(report.decay_names(args.policy, include=include, exclude=exclude))
-        if horizon is not None:
-            data["decay_horizon"] = horizon.to_dict()
-        print(json.dumps(data, indent=2))
+        print(json.dumps(_inspect_json(decisions, horizon), indent=2))
         return 0
+    _print_inspect(args, decisions, horizon)
+    return 0
+
+
+def _inspect_json(decisions: Decisions, horizon) -> dict:
+    """``inspect --json``: the report's fields, what the HF rule decays (``hf_default``, where reports before 0.2
+    held it), the policy and what it decays, and the planned horizon."""
+    data = {}
+    for key, value in decisions.report.to_dict().items():
+        data[key] = value
+        if key == "untracked":
+            data["hf_default"] = sorted(decisions.hf_decayed or ())
+    data["policy"] = decisions.policy
+    data["decayed"] = sorted(decisions.decayed)
+    if horizon is not None:
+        data["decay_horizon"] = horizon.to_dict()
+    return data
+
+
+def _print_inspect(args, decisions: Decisions, horizon) -> None:
+    """``inspect``'s text: the table fitted to the terminal, the unmatched patterns, the planned horizon."""
     width = args.width
     if width is None and not args.wide and sys.stdout.isatty():
         width = shutil.get_terminal_size().columns
-    print(format_table(report, args.policy, include=include, exclude=exclude, width=None if args.wide else width))
-    for notice in unmatched_pattern_notices(report.gammas, include, exclude, include_arg="--include",
-                                            exclude_arg="--exclude"):
+    print(format_table(decisions, width=None if args.wide else width))
+    report = decisions.report
+    for notice in unmatched_pattern_notices(report.gammas, args.include or [], args.exclude or [],
+                                            include_arg="--include", exclude_arg="--exclude"):
         print(f"! {notice}")
     if horizon is not None:
         from .horizon import horizon_lines
 
-        decayed = report.decay_names(args.policy, include=include, exclude=exclude)
+        decayed = decisions.decayed
         line, notice = horizon_lines(horizon, len(decayed),
                                      offsets_decayed=[c for n, c in report.offsets.items() if n in decayed],
                                      offsets_kept=[c for n, c in report.offsets.items() if n not in decayed])
         print(line + "\n" + (f"! {notice}" if notice else ""), end="\n" if notice else "")
-    return 0
 
 
 class _UsageError(Exception):

@@ -140,6 +140,11 @@ class GammaRegConfig:
             except ValueError as exc:
                 raise GammaConfigError(name, str(exc).partition(": ")[2]) from None
 
+    def gamma_coefficient(self, weight_decay: float | None) -> float | None:
+        """The weight decay a decayed γ gets: ``gamma_weight_decay``, else the run's ``weight_decay`` (``None``: a
+        run not known yet, such as ``hf-gammareg inspect``'s)."""
+        return weight_decay if self.gamma_weight_decay is None else self.gamma_weight_decay
+
     @classmethod
     def with_overrides(cls, config: "GammaRegConfig | None" = None, **overrides) -> "GammaRegConfig":
         """``config`` (default: the defaults) with the fields named in ``overrides`` replaced, validated; a

@@ -1,6 +1,8 @@
 """transformers.Trainer's rule for which parameters get no weight decay, applied without importing the Trainer.
 
-The bottom of the decision: `hf-default` follows it, the analysis records it (``GammaReport.hf_default``), and
+The bottom of the decision: `hf-default` follows it, and so does every γ without a role. A report does not record
+it: each caller of :func:`hf_gammareg.decision.decide` applies it to the model at hand (the plan, the CLI, the
+architecture benchmark; `GammaRegTrainer` passes the Trainer's own names instead), and
 `benchmarks/architecture_coverage.py` checks on every buildable model type that it agrees with the installed
 Trainer's own ``get_decay_parameter_names``.
 """

@@ -409,13 +409,32 @@ def horizon_lines(horizon: GroupHorizon | None, n_decayed: int, *, offsets_decay
     return line, notice
 
 
-def planned_decay_horizon(*, lr: float, weight_decay: float, num_steps: int, optimizer: str = "adamw",
-                          momentum: float = 0.0, nesterov: bool = False, schedule: str = "linear",
-                          warmup: int | float = 0) -> GroupHorizon:
-    """The horizon of a run that is only planned: ``optimizer`` (a name of `planned_optimizers`: ``"adamw"``,
-    ``"sgd"``, or one registered) at ``lr`` with transformers' ``schedule`` (``get_scheduler`` names: linear,
-    cosine, constant, constant_with_warmup, …) after ``warmup`` steps (a float < 1: that fraction of ``num_steps``,
-    as ``TrainingArguments.warmup_steps``)."""
+def planned_decay_horizon(args=None, *, num_steps: int, weight_decay: float, l2: bool = False,
+                          lr: float | None = None, optimizer: str = "adamw", momentum: float = 0.0,
+                          nesterov: bool = False, schedule: str = "linear", warmup: int | float = 0) -> GroupHorizon:
+    """The horizon of a run that is only planned: what weight decay alone does over ``num_steps`` optimizer steps to
+    a parameter decayed at ``weight_decay`` (``l2``: an L2 penalty λ/2·‖θ‖² in the loss rather than the optimizer's
+    weight decay). The one planned horizon: `GammaRegTrainer` and ``hf-gammareg inspect`` both call it.
+
+    The run is described one of two ways:
+
+    * ``args``, the ``TrainingArguments`` of a `Trainer` run: the optimizer and schedule `Trainer` builds from them
+      (``Trainer.get_optimizer_cls_and_kwargs``, ``get_scheduler`` with ``args.get_warmup_steps``), on one stand-in
+      scalar. Only this path imports ``transformers.Trainer``. It raises what building that optimizer raises on this
+      machine (bitsandbytes without CUDA, …).
+    * by name, as ``hf-gammareg inspect`` does: ``optimizer`` (a name of `planned_optimizers`: ``"adamw"``,
+      ``"sgd"``, or one registered) at ``lr`` with transformers' ``schedule`` (``get_scheduler`` names: linear,
+      cosine, constant, constant_with_warmup, …) after ``warmup`` steps (a float < 1: that fraction of
+      ``num_steps``, as ``TrainingArguments.warmup_steps``).
+    """
+    if args is not None:
+        if lr is not None:
+            raise TypeError("planned_decay_horizon: args= describes the run (its lr included); lr=, optimizer=, "
+                            "schedule= describe a run without TrainingArguments")
+        return _planned_from_arguments(args, num_steps, weight_decay, l2)
+    if lr is None:
+        raise TypeError("planned_decay_horizon: describe the run by its TrainingArguments (args=) or by lr= "
+                        "(with optimizer=, schedule=, warmup=)")
     plannable = planned_optimizers()
     if optimizer not in plannable:
         raise ValueError(f"optimizer: one of {sorted(plannable)}, got {optimizer!r}")
@@ -427,10 +446,23 @@ def planned_decay_horizon(*, lr: float, weight_decay: float, num_steps: int, opt
     from transformers import get_scheduler
 
     scalar = torch.zeros(1, requires_grad=True)
-    opt = plannable[optimizer].build([scalar], lr, weight_decay, momentum, nesterov)
+    opt = plannable[optimizer].build([scalar], lr, 0.0 if l2 else weight_decay, momentum, nesterov)
     if isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps > 0:
         warmup_steps = math.ceil(warmup * num_steps) if isinstance(warmup, float) and 0 <= warmup < 1 else int(warmup)
         scheduler = get_scheduler(schedule, opt, num_warmup_steps=warmup_steps, num_training_steps=num_steps)
     else:
         scheduler = None  # decay_horizon names the bad num_steps
-    return decay_horizon(opt, num_steps, scheduler)[0]
+    return decay_horizon(opt, num_steps, scheduler, penalty={0: weight_decay} if l2 else None)[0]
+
+
+def _planned_from_arguments(args, num_steps: int, weight_decay: float, l2: bool) -> GroupHorizon:
+    """`planned_decay_horizon` of the run ``args`` (TrainingArguments) describe: `Trainer`'s optimizer and schedule."""
+    from transformers import Trainer, get_scheduler
+
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    scalar = torch.nn.Parameter(torch.ones(1))
+    optimizer = optimizer_cls([{"params": [scalar], "weight_decay": 0.0 if l2 else weight_decay}], **kwargs)
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer=optimizer,
+                              num_warmup_steps=args.get_warmup_steps(num_steps), num_training_steps=num_steps,
+                              scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    return decay_horizon(optimizer, num_steps, scheduler, penalty={0: weight_decay} if l2 else None)[0]

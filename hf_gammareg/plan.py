@@ -1,17 +1,20 @@
 """The plan: which parameters get weight decay, as optimizer parameter groups — for `GammaRegTrainer` and any loop.
 
-:func:`param_groups` is the public entry (timm's ``param_groups_weight_decay``, with γ split by role);
-:func:`decay_plan` returns the :class:`GammaDecayPlan` behind it, for coupled L2 (:func:`l2_penalty`) and the
-decay table; :func:`gamma_decay_plan` is the same decision from a `GammaRegConfig`, which `GammaRegTrainer`
-calls with `transformers.Trainer`'s own decay names. The Trainer builds its optimizer from the plan's groups,
-so ``param_groups(model, wd, ...)`` and ``GammaRegTrainer(...).create_optimizer()`` give the same groups.
+:func:`decay_plan` is the one route to a :class:`GammaDecayPlan`: the γ decided by
+:func:`hf_gammareg.decision.decide` (``plan.decisions``), every other parameter by the non-γ rule
+(`transformers.Trainer`'s, or the caller's), laid out as ``plan.param_groups(model)``. :func:`param_groups` is its
+shortcut for a ``torch.optim`` loop (timm's ``param_groups_weight_decay``, with γ split by role); `GammaRegTrainer`
+calls :func:`decay_plan` with `transformers.Trainer`'s own decay names and builds its optimizer from the same
+groups, so ``param_groups(model, wd, ...)`` and ``GammaRegTrainer(...).create_optimizer()`` agree. The plan also
+says which optimizer group the decayed γ sit in (:meth:`GammaDecayPlan.decay_group`), for the decay horizon the
+Trainer and the recipes report.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +23,7 @@ from torch import nn
 
 from .analysis import classify_gammas
 from .config import GammaRegConfig, check_coefficient
+from .decision import Decisions, decide
 from .hf_rule import hf_default_decay_names
 from .horizon import GroupHorizon, decay_horizon, horizon_lines
 from .patterns import unmatched_pattern_notices
@@ -31,7 +35,8 @@ from .wrappers import is_dtensor, is_fsdp1, parameter_name_map, unwrap_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Decision", "GammaDecayPlan", "PlanRow", "decay_plan", "gamma_decay_plan", "l2_penalty", "param_groups"]
+__all__ = ["Decision", "DecayGroup", "GammaDecayPlan", "PlanRow", "decay_plan", "gamma_decay_plan", "l2_penalty",
+           "param_groups"]
 
 NoDecayRule = Sequence[str] | Callable[[nn.Module], Iterable[str]] | None
 
@@ -75,14 +80,28 @@ class PlanRow:
         return self.decision.value + (f" ({self.overridden_by})" if self.overridden_by else "")
 
 
+@dataclass(frozen=True)
+class DecayGroup:
+    """The optimizer parameter group whose weight decay the decayed γ get (chosen by `GammaDecayPlan.decay_group`).
+
+    ``index`` is its place in ``optimizer.param_groups`` (``None`` for a plan whose optimizer is not built yet);
+    ``weight_decay`` the λ the decayed γ get there; ``penalty``: λ is the coupled L2 penalty in the loss
+    (``regularization="l2"``), not the group's own weight decay.
+    """
+
+    index: int | None
+    weight_decay: float
+    penalty: bool = False
+
+
 @dataclass
 class GammaDecayPlan:
     """Which parameters of one model get weight decay, and with which coefficient.
 
-    γ follow the policy (by role, include/exclude); every other parameter follows the non-γ rule
+    γ follow the decision (``decisions``: by role, include/exclude); every other parameter follows the non-γ rule
     (`transformers.Trainer`'s unless the caller gave another). Names are the model's own, as its
     ``named_parameters()`` gives them (with any wrapper prefix); :meth:`param_groups` lays the plan out
-    as optimizer parameter groups, :meth:`to_table` shows it γ by γ.
+    as optimizer parameter groups, :meth:`to_table` shows it γ by γ. Made by :func:`decay_plan`.
     """
 
     decayed: set[str]  # γ that are regularized (by the optimizer, or by the L2 penalty under "l2")
@@ -95,6 +114,7 @@ class GammaDecayPlan:
     names: dict[str, str] = field(default_factory=dict)  # {γ name in the report: name in the model}
     report: GammaReport | None = None
     config: GammaRegConfig | None = None
+    decisions: Decisions | None = None  # the decision for every γ (the report's names), which `decayed` applies
 
     @property
     def optimizer_decayed(self) -> set[str]:
@@ -146,21 +166,37 @@ class GammaDecayPlan:
         return groups
 
     # -- the decay horizon ------------------------------------------------------------------------------------
-    def horizon(self, model: nn.Module, optimizer, num_steps: int, lr_scheduler=None) -> GroupHorizon:
-        """What weight decay alone does to the decayed γ of ``model`` over ``num_steps`` steps of ``optimizer``.
+    def decay_group(self, model: nn.Module | None = None, optimizer=None) -> DecayGroup:
+        """The parameter group of ``optimizer`` whose decay the decayed γ of ``model`` get: the one place it is chosen
+        (the horizon, the Trainer's planned horizon and the recipes' measured one read it).
 
-        The horizon (:func:`hf_gammareg.decay_horizon`) of the parameter group that holds the decayed γ — or,
-        when the policy decays none, of the group with the largest weight decay (what decay would do to a γ
-        moved there). Under ``regularization="l2"`` the γ's L2 penalty at the plan's coefficient.
+        The group that holds a decayed γ — or, when the policy decays none, the group with the largest weight decay
+        (what decay would do to a γ moved there). Under ``regularization="l2"`` the decayed γ's λ is the plan's
+        coefficient, as a penalty in the loss. Without an optimizer (not built yet), the plan's own values: the
+        γ coefficient, or with no γ decayed the larger of the two coefficients.
         """
+        penalty = self.regularization == "l2" and bool(self.decayed)
+        if optimizer is None:
+            return DecayGroup(None, self.coefficient if self.decayed else max(self.weight_decay, self.coefficient),
+                              penalty)
         groups = getattr(optimizer, "param_groups", None) or []
-        params = dict(model.named_parameters())
+        params = dict(model.named_parameters()) if model is not None else {}
         decayed_ids = {id(params[n]) for n in self.decayed if n in params}
         holding = next((k for k, g in enumerate(groups) if any(id(p) in decayed_ids for p in g["params"])), None)
         if holding is None:
             holding = max(range(len(groups)), key=lambda k: groups[k].get("weight_decay", 0) or 0) if groups else 0
-        penalty = {holding: self.coefficient} if self.regularization == "l2" and self.decayed else None
-        return decay_horizon(optimizer, num_steps, lr_scheduler, penalty=penalty)[holding]
+        own = float(groups[holding].get("weight_decay", 0.0) or 0.0) if groups else 0.0
+        return DecayGroup(holding, self.coefficient if penalty else own, penalty)
+
+    def horizon(self, model: nn.Module, optimizer, num_steps: int, lr_scheduler=None) -> GroupHorizon:
+        """What weight decay alone does to the decayed γ of ``model`` over ``num_steps`` steps of ``optimizer``.
+
+        The horizon (:func:`hf_gammareg.decay_horizon`) of the group :meth:`decay_group` names; under
+        ``regularization="l2"`` the γ's L2 penalty at the plan's coefficient.
+        """
+        group = self.decay_group(model, optimizer)
+        penalty = {group.index: group.weight_decay} if group.penalty else None
+        return decay_horizon(optimizer, num_steps, lr_scheduler, penalty=penalty)[group.index]
 
     def horizon_lines(self, horizon: GroupHorizon | None) -> tuple[str | None, str | None]:
         """``(the table's "decay horizon:" line, the "!" notice when decay barely moves γ)`` (see `horizon_lines`)."""
@@ -179,7 +215,7 @@ class GammaDecayPlan:
             in_optimizer = {id(p): float(g.get("weight_decay", 0.0))
                             for g in optimizer.param_groups for p in g["params"]}
         report = self.report
-        by_role = report.decay_names(self.config.policy) if report is not None and self.config is not None else None
+        decided = self.decisions.by_name() if self.decisions is not None else {}
         rows = []
         for name in report.gammas if report is not None else sorted(self.gammas):
             model_name = self.names.get(name, name)
@@ -197,10 +233,9 @@ class GammaDecayPlan:
                     decision = Decision.PENALIZED
                 else:
                     decision = Decision.DECAYED if wd > 0 else Decision.KEPT
-            overridden = None
-            if (by_role is not None and decision in (Decision.DECAYED, Decision.KEPT)
-                    and (name in by_role) != (model_name in self.decayed)):
-                overridden = "include" if model_name in self.decayed else "exclude"
+            # A regex that changed what the policy alone decides shows where the optimizer holds the γ.
+            overridden = decided[name].overridden_by if name in decided and decision in (
+                Decision.DECAYED, Decision.KEPT) else None
             if decision is Decision.PENALIZED:
                 wd = self.coefficient
             rows.append(PlanRow(name=name, model_name=model_name, role=report.role_of(name) if report else "?",
@@ -218,7 +253,7 @@ class GammaDecayPlan:
 
     def _notices(self, rows: list[PlanRow], arg_prefix: str) -> list[str]:
         cfg, report = self.config, self.report
-        if cfg is None or report is None or not rows:
+        if cfg is None or report is None or self.decisions is None or not rows:
             return []
         arg = {"policy": f"{arg_prefix}policy", "invariance": f"{arg_prefix}invariance",
                "include": f"{arg_prefix}include", "exclude": f"{arg_prefix}exclude",
@@ -233,7 +268,7 @@ class GammaDecayPlan:
                        f"decayed: set weight_decay (e.g. 0.01) or {arg['gwd']}.")
         elif trainable and not n_on and not (policy.every is False or policy.hf_rule):  # those decay none on purpose
             if not planned:
-                hf = set(report.hf_default) & {r.name for r in trainable}
+                hf = set(self.decisions.hf_decayed or ()) & {r.name for r in trainable}
                 same = ("the same split as transformers.Trainer (hf-default)" if not hf
                         else f"fewer than transformers.Trainer, which decays {len(hf)}")
                 roles = {r.role for r in trainable}
@@ -330,28 +365,33 @@ def gamma_decay_plan(
     hf_decay_names: Iterable[str] | None = None,
     inputs=None,
 ) -> tuple[GammaDecayPlan, GammaReport]:
-    """Decide weight decay for ``model`` from a `GammaRegConfig`: classify (unless ``report`` is given), apply it.
+    """Deprecated (0.2): ``decay_plan(model, weight_decay, config, report=..., inputs=..., hf_decay_names=...)``, whose
+    plan holds the report (``plan.report``). Returns ``(plan, plan.report)`` as it did; goes in the next release."""
+    warnings.warn("gamma_decay_plan is deprecated: decay_plan(model, weight_decay, config, report=..., "
+                  "hf_decay_names=...) is the one route to a plan, and plan.report holds the report; "
+                  "gamma_decay_plan goes in the next release", DeprecationWarning, stacklevel=2)
+    plan = decay_plan(model, weight_decay, config, report=report, inputs=inputs, hf_decay_names=hf_decay_names)
+    return plan, plan.report
 
-    ``hf_decay_names``: the parameters (``model``'s names) the non-γ rule decays; ``None`` is
-    `transformers.Trainer`'s rule. `GammaRegTrainer` passes the Trainer's own ``get_decay_parameter_names``,
-    so ``hf-default`` is exactly plain `Trainer`. ``model`` may be wrapped (DDP, torch.compile, FSDP1 with
-    ``use_orig_params=True``) or sharded with FSDP2: the analysis runs on the unwrapped model, and a model
-    whose parameters are already shards (FSDP1/2) needs a ``report`` made before sharding. ``inputs``: one
-    batch to classify from (see :func:`classify_gammas`) instead of dummy inputs. The plan holds ``model``'s
-    own names. Raises ``ValueError`` if a γ of the report is not a parameter of ``model``.
-    """
+
+def _report_for(model: nn.Module, config: GammaRegConfig, report: GammaReport | None, inputs) -> GammaReport:
+    """``report`` checked against ``config`` (same invariance mode), or ``model``'s, classified (unwrapped)."""
     if report is not None and inputs is not None:
         raise ValueError("report= and inputs=: give one — a report already holds the roles that inputs= would "
                          "be classified from")
     if report is None:
         refuse_sharded(model)
-        report = classify_gammas(unwrap_model(model)[0], inputs=inputs, invariance=config.invariance)
-    elif report.invariance != config.invariance:
+        return classify_gammas(unwrap_model(model)[0], inputs=inputs, invariance=config.invariance)
+    if report.invariance != config.invariance:
         raise ValueError(
             f"invariance: the γ report was classified with invariance={report.invariance!r}, not the requested "
             f"{config.invariance!r}; classify again with classify_gammas(model, invariance={config.invariance!r}) "
             "or ask for the report's mode")
-    # The report's names are the unwrapped model's; map them onto `model`'s own names.
+    return report
+
+
+def _model_names(model: nn.Module, report: GammaReport) -> dict[str, str]:
+    """``{γ name in the report (the unwrapped model's): name in model}``; ``ValueError`` for a γ it lacks."""
     actual = parameter_name_map(model)
     missing = [n for n in report.gammas if n not in actual]
     if missing:
@@ -362,30 +402,7 @@ def gamma_decay_plan(
             f"{len(missing)} γ of the γ report are not parameters of the model the optimizer is built for "
             f"(first: {missing[:3]}). Under FSDP set use_orig_params=True (fsdp_use_orig_params); a "
             "precomputed gamma_report= must come from this very model (after PEFT wrapping, if any).")
-    decay_names = set(hf_default_decay_names(model) if hf_decay_names is None else hf_decay_names)
-    gammas = {actual[n] for n in report.gammas}
-    # The non-γ rule, as applied to this very model, is what `hf-default` follows; a copy, so that the
-    # caller's report keeps its own record.
-    report_here = dataclasses.replace(report, hf_default=sorted(n for n in report.gammas if actual[n] in decay_names))
-    decayed = report_here.decay_names(config.policy, include=config.include, exclude=config.exclude)
-    params = dict(model.named_parameters())
-    # A frozen γ (a PEFT/LoRA base model's norms) is never in the optimizer; leaving it out of the
-    # plan keeps the logged counts and the model card true to what is trained.
-    frozen = {n for n in report.gammas if not params[actual[n]].requires_grad}
-    coefficient = weight_decay if config.gamma_weight_decay is None else config.gamma_weight_decay
-    plan = GammaDecayPlan(
-        decayed={actual[n] for n in decayed - frozen},
-        gammas=gammas,
-        coefficient=coefficient,
-        regularization=config.regularization,
-        frozen={actual[n] for n in frozen},
-        weight_decay=weight_decay,
-        others_decayed=decay_names - gammas,
-        names={n: actual[n] for n in report.gammas},
-        report=report_here,
-        config=config,
-    )
-    return plan, report
+    return {n: actual[n] for n in report.gammas}
 
 
 def refuse_sharded(model: nn.Module) -> None:
@@ -437,14 +454,21 @@ def decay_plan(
     report: GammaReport | None = None,
     inputs=None,
     no_decay: NoDecayRule = None,
+    hf_decay_names: Iterable[str] | None = None,
     **overrides,
 ) -> GammaDecayPlan:
     """The :class:`GammaDecayPlan` behind :func:`param_groups` (same arguments; ``regularization`` is one more
-    `GammaRegConfig` field that matters here).
+    `GammaRegConfig` field that matters here): the one route to a plan.
 
     Use it when the loop needs more than the groups: coupled L2 (``regularization="l2"`` and
     :func:`l2_penalty`), or the table of what the optimizer does (``plan.to_table(model, optimizer)``).
-    ``plan.param_groups(model)`` gives the groups; ``plan.report`` the roles.
+    ``plan.param_groups(model)`` gives the groups; ``plan.report`` the roles; ``plan.decisions`` the decision γ by γ.
+    ``hf_decay_names``: the non-γ rule given as the parameters (``model``'s names) it decays — what
+    ``Trainer.get_decay_parameter_names`` returns, which is how `GammaRegTrainer` passes its own rule — instead of
+    ``no_decay``. ``model`` may be wrapped (DDP, torch.compile, FSDP1 with ``use_orig_params=True``) or sharded with
+    FSDP2: the analysis runs on the unwrapped model, and a model whose parameters are already shards (FSDP1/2)
+    needs a ``report`` made before sharding. Raises ``ValueError`` if a γ of the report is not a parameter of
+    ``model``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -452,9 +476,33 @@ def decay_plan(
     # The γ options are GammaRegConfig's fields: a config, keywords naming its fields, or both (keywords win).
     # GammaRegConfig reads a string include/exclude as one regex, a list as several.
     config = GammaRegConfig.with_overrides(config, **overrides)
-    plan, _ = gamma_decay_plan(model, config=config, weight_decay=float(weight_decay), report=report,
-                               hf_decay_names=_decay_names(model, no_decay), inputs=inputs)
-    return plan
+    if hf_decay_names is not None and no_decay is not None:
+        raise TypeError("no_decay and hf_decay_names: give one — both state the rule for the parameters that are "
+                        "not γ")
+    decay_names = set(_decay_names(model, no_decay) if hf_decay_names is None else hf_decay_names)
+    report = _report_for(model, config, report, inputs)
+    names = _model_names(model, report)
+    # The non-γ rule, as applied to this very model, is what `hf-default` and the γ without a role follow.
+    decisions = decide(report, config, [n for n in report.gammas if names[n] in decay_names],
+                       weight_decay=weight_decay)
+    params = dict(model.named_parameters())
+    # A frozen γ (a PEFT/LoRA base model's norms) is never in the optimizer; leaving it out of the
+    # plan keeps the logged counts and the model card true to what is trained.
+    frozen = {n for n in report.gammas if not params[names[n]].requires_grad}
+    gammas = set(names.values())
+    return GammaDecayPlan(
+        decayed={names[n] for n in decisions.decayed - frozen},
+        gammas=gammas,
+        coefficient=config.gamma_coefficient(weight_decay),
+        regularization=config.regularization,
+        frozen={names[n] for n in frozen},
+        weight_decay=weight_decay,
+        others_decayed=decay_names - gammas,
+        names=names,
+        report=report,
+        config=config,
+        decisions=decisions,
+    )
 
 
 def param_groups(

@@ -1,10 +1,18 @@
-"""Policies: from γ roles to the set of γ that get weight decay (docs/design.md § Policies)."""
+"""Policies: from γ roles to the set of γ that get weight decay (docs/design.md § Policies).
+
+Policies are data (`POLICIES`, one `Policy` entry each); `apply_policy` applies one, with the include/exclude
+patterns, to a report's roles γ by γ. :func:`hf_gammareg.decision.decide` builds its typed rows on it. What
+`transformers.Trainer`'s rule decays is the caller's to give (``hf_decayed``): a report does not hold it.
+
+Layering: above the report and the analysis (a deprecated alias forwards `classify_gammas` down to it), below the
+config and the decision.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Container, Iterable
 
 from .hf_rule import hf_default_decay_names  # noqa: F401  (the HF rule, re-exported where it was)
 from .patterns import (  # noqa: F401  (re-exported where they were)
@@ -38,16 +46,31 @@ class Policy:
     every: bool | None = None
     spares_offsets: bool = False
 
-    def decays(self, name: str, role: str | None, hf: set[str], offsets) -> bool:
-        """Whether this policy decays γ ``name`` of role ``role`` (``hf``: what the HF rule decays)."""
+    def decision(self, name: str, role: str | None, hf: Container[str] | None, offsets) -> tuple[bool, str]:
+        """``(whether this policy decays γ name of role role, what decided it)``.
+
+        What decided it is ``"policy"`` (``every``: all γ alike), ``"hf rule"`` (``hf_rule``, and a γ without a
+        role: ``name in hf``, what the HF rule decays), ``"offset scale"`` (spared, ``spares_offsets``) or
+        ``"role"``. ``hf`` ``None``: the HF rule's names are not known here, and a γ that needs them raises
+        ``ValueError`` with the fix.
+        """
         if self.every is not None:
-            return self.every
+            return self.every, "policy"
         if self.hf_rule or role is None:
-            return name in hf
+            if hf is None:
+                raise ValueError(
+                    f"policy {self.name!r} decides γ {name!r} ({'hf-default' if self.hf_rule else 'no role'}) by "
+                    "transformers.Trainer's rule, which a GammaReport does not hold: pass hf_decayed="
+                    "hf_default_decay_names(model) (hf_gammareg.hf_rule), as hf_gammareg.decision.decide does")
+            return name in hf, "hf rule"
         if self.spares_offsets and name in offsets:
             # Decay pulls a c + w scale toward c, which serves neither guideline.
-            return False
-        return role in self.roles
+            return False, "offset scale"
+        return role in self.roles, "role"
+
+    def decays(self, name: str, role: str | None, hf: Container[str] | None, offsets) -> bool:
+        """Whether this policy decays γ ``name`` of role ``role`` (``hf``: what the HF rule decays; see `decision`)."""
+        return self.decision(name, role, hf, offsets)[0]
 
 
 POLICIES: dict[str, Policy] = {}
@@ -110,30 +133,56 @@ def parse_policy(policy: str) -> str | frozenset[str]:
     return frozenset(roles)
 
 
-def select_decayed(
-    report: "GammaReport", policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()
-) -> set[str]:
-    """The γ names that get weight decay under ``policy``; ``include``/``exclude`` regexes win over roles.
+@dataclasses.dataclass(frozen=True)
+class PolicyChoice:
+    """What a policy and the include/exclude patterns decide for one γ (the row `apply_policy` gives it).
 
-    ``include`` forces decay for γ whose name matches (``re.search``); ``exclude`` forbids it and
-    wins over ``include``. ``guidelines`` keeps the offset scales (``report.offsets``) undecayed; every other
-    policy treats them by role like any γ. γ that took no part in the forward pass (``report.unused``) follow
-    ``hf-default`` unless a regex names them.
+    ``by``: what decided it — see `Policy.decision`, plus ``"include"`` / ``"exclude"`` where a pattern changed
+    what the policy alone decides (``pattern``: that regex).
+    """
+
+    decayed: bool
+    by: str
+    pattern: str | None = None
+
+
+def apply_policy(
+    report: "GammaReport", policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = (),
+    hf_decayed: Iterable[str] | None = None,
+) -> dict[str, PolicyChoice]:
+    """``{γ: PolicyChoice}`` for every γ of ``report`` (its order) under ``policy``; ``include``/``exclude`` win.
+
+    ``include`` forces decay for γ whose name matches (``re.search``); ``exclude`` forbids it and wins over
+    ``include``. ``guidelines`` keeps the offset scales (``report.offsets``) undecayed; every other policy treats
+    them by role like any γ. ``hf_decayed``: the γ that ``transformers.Trainer``'s rule decays for this model
+    (:func:`hf_gammareg.hf_rule.hf_default_decay_names`), which ``hf-default`` follows and so does every γ without
+    a role (``report.unused``, ``report.untracked``) unless a regex names it; ``None`` where no γ needs it.
     """
     chosen = resolve_policy(policy)
     inc = compile_patterns(include, "gamma_include")
     exc = compile_patterns(exclude, "gamma_exclude")
-    hf = set(report.hf_default)
-    decayed: set[str] = set()
+    hf = None if hf_decayed is None else set(hf_decayed)
+    out = {}
     for name in report.gammas:
-        on = chosen.decays(name, report.roles.get(name), hf, report.offsets)
-        if any(p.search(name) for p in inc):
-            on = True
-        if any(p.search(name) for p in exc):
-            on = False
-        if on:
-            decayed.add(name)
-    return decayed
+        on, by = chosen.decision(name, report.roles.get(name), hf, report.offsets)
+        forced = next((p for p in inc if p.search(name)), None)
+        forbidden = next((p for p in exc if p.search(name)), None)
+        if forbidden is not None and on:
+            out[name] = PolicyChoice(False, "exclude", forbidden.pattern)
+        elif forbidden is None and forced is not None and not on:
+            out[name] = PolicyChoice(True, "include", forced.pattern)
+        else:
+            out[name] = PolicyChoice(on, by)
+    return out
+
+
+def select_decayed(
+    report: "GammaReport", policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = (),
+    hf_decayed: Iterable[str] | None = None,
+) -> set[str]:
+    """The γ names that get weight decay under ``policy`` (:func:`apply_policy`, the decayed ones)."""
+    return {n for n, c in apply_policy(report, policy, include=include, exclude=exclude,
+                                        hf_decayed=hf_decayed).items() if c.decayed}
 
 
 def __getattr__(name: str):

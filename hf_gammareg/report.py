@@ -1,20 +1,27 @@
-"""`GammaReport`: the role of every γ of a model, with reasons; tables, summaries and JSON.
+"""`GammaReport`: the role of every γ of a model, with reasons, counts, JSON and where the roles were read from.
 
-Layering: below the analysis (which builds reports), above the policies (`decay_names`, `to_table` and `summary`
-apply one to the report's roles); tests/test_layering.py checks it.
+A report holds what the analysis read — no policy and no answer of one, nor what `transformers.Trainer`'s rule
+decays (that is the caller's, from the model: :mod:`hf_gammareg.hf_rule`). Which γ get decay is decided above it,
+by :func:`hf_gammareg.decision.decide`.
+
+Layering: below the analysis (which builds reports) and the decision (which reads them); it imports only the
+vocabulary (tests/test_layering.py). The policy methods of 0.1 (``decay_names``, ``decisions``, ``to_table(policy)``,
+``summary(policy)``) are attached to this class, deprecated, by :mod:`hf_gammareg.decision` for one release.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Iterable
+from typing import Any
 
 from .roles import ROLES, offset_form, offset_reason
 from .tables import text_table
 
 # The reason given for a γ without a role (it took no part in the recorded forward pass).
 NO_ROLE_REASON = "does not take part in the forward pass"
+# The key under which reports before 0.2 recorded the γ transformers.Trainer's rule decays (no longer a field).
+LEGACY_HF_DEFAULT = "hf_default"
 
 
 @dataclasses.dataclass
@@ -31,7 +38,6 @@ class GammaReport:
         unused: γ that did not take part in the forward pass (no role; decayed as HF would).
         untracked: γ used in the forward only with autograd off (``no_grad``, custom autograd Functions such
             as reversible layers): no role can be read; decayed as HF would, with a warning and a reason.
-        hf_default: γ names that ``transformers.Trainer`` decays today (its name/type rule).
         invariance: the invariance mode used (``exact`` or ``approximate``).
         model_class: class name of the analysed model.
         device: where the analysis pass ran (``meta`` or the model's device).
@@ -52,7 +58,6 @@ class GammaReport:
     numel: dict[str, int] = dataclasses.field(default_factory=dict)
     unused: list[str] = dataclasses.field(default_factory=list)
     untracked: list[str] = dataclasses.field(default_factory=list)
-    hf_default: list[str] = dataclasses.field(default_factory=list)
     invariance: str = "exact"
     model_class: str = ""
     device: str = "meta"
@@ -89,16 +94,6 @@ class GammaReport:
         reason = self.reasons.get(name, NO_ROLE_REASON)
         return f"{offset_reason(self.offsets[name])}; {reason}" if name in self.offsets else reason
 
-    def decay_names(
-        self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()
-    ) -> set[str]:
-        """The γ names that ``policy`` decays (see :func:`hf_gammareg.policy.select_decayed`)."""
-        # The policies sit below the report (they know a report only by its fields); imported here, where
-        # it is used, so that reading a report's JSON loads no policy code.
-        from .policy import select_decayed
-
-        return select_decayed(self, policy, include=include, exclude=exclude)
-
     def counts(self) -> dict[str, tuple[int, int]]:
         """``{role: (number of γ, total numel)}`` including ``untracked`` and ``unused``."""
         out: dict[str, tuple[int, int]] = {}
@@ -117,9 +112,14 @@ class GammaReport:
 
     @classmethod
     def from_json(cls, text: str) -> "GammaReport":
+        """The report ``to_json`` wrote (or one of an earlier release: its ``hf_default`` key is read and dropped);
+        ``ValueError`` for an unknown field, a role outside ``ROLES`` or an offset that is not a number."""
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("GammaReport JSON must be an object")
+        # Reports written before 0.2 recorded what transformers.Trainer's rule decays; every caller that reads one
+        # (the Trainer's gamma_report=, a loop's report=) has the model and applies the rule itself.
+        data.pop(LEGACY_HF_DEFAULT, None)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -134,34 +134,14 @@ class GammaReport:
             raise ValueError(f"GammaReport JSON has offsets that are not a number for a classified γ: {odd}")
         return report
 
-    def to_table(self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> str:
-        """Plain-text table, one row per γ: name, norm type, role, decay yes/no, reason."""
-        rows = [(name, self.norm_types.get(name, "?"), self.role_of(name), decision, self.reason_of(name))
-                for name, decision in self.decisions(policy, include=include, exclude=exclude).items()]
-        return "\n".join(text_table(("parameter", "norm", "role", "decay", "reason"), rows))
+    def to_table(self) -> str:
+        """Plain-text table, one row per γ: name, norm type, role, reason (what a policy decays:
+        :func:`hf_gammareg.decision.decision_table`)."""
+        rows = [(n, self.norm_types.get(n, "?"), self.role_of(n), self.reason_of(n)) for n in self.gammas]
+        return "\n".join(text_table(("parameter", "norm", "role", "reason"), rows))
 
-    def decisions(self, policy: str = "guidelines", *, include: Iterable[str] = (),
-                  exclude: Iterable[str] = ()) -> dict[str, str]:
-        """``{γ: "yes" | "no"}`` under ``policy``, with " (include)" / " (exclude)" where a pattern changed it."""
-        decayed = self.decay_names(policy, include=include, exclude=exclude)
-        by_role = self.decay_names(policy) if include or exclude else decayed
-        out = {}
-        for name in self.gammas:
-            text = "yes" if name in decayed else "no"
-            if (name in decayed) != (name in by_role):
-                text += " (include)" if name in decayed else " (exclude)"
-            out[name] = text
-        return out
-
-    def summary(self, policy: str = "guidelines", *, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> str:
-        """One line: counts and numel per role and how many γ the policy decays."""
-        decayed = self.decay_names(policy, include=include, exclude=exclude)
+    def summary(self) -> str:
+        """One line: how many γ, their count and numel per role, the offset scales among them."""
         parts = [f"{role}: {c} ({n:,} values)" for role, (c, n) in sorted(self.counts().items())]
-        numel = sum(self.numel.get(n, 0) for n in decayed)
-        offsets = (f"; {len(self.offsets)} offset scale(s) {offset_form(self.offsets.values())}, "
-                   f"{len(set(self.offsets) & decayed)} decayed" if self.offsets else "")
-        return (
-            f"{len(self.gammas)} γ in {self.model_class or 'model'} [{', '.join(parts)}]{offsets}; "
-            f"policy {policy!r} decays {len(decayed)} ({numel:,} values)"
-        )
-
+        offsets = f"; {len(self.offsets)} offset scale(s) {offset_form(self.offsets.values())}" if self.offsets else ""
+        return f"{len(self.gammas)} γ in {self.model_class or 'model'} [{', '.join(parts)}]{offsets}"

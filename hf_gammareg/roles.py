@@ -8,8 +8,8 @@
   norms) — do not regularize.
 * ``head``: it reaches the loss without meeting one (the final norm) — do not regularize.
 
-The analysis that assigns them is :mod:`hf_gammareg.analysis`; :mod:`hf_gammareg.policy` turns roles
-into decisions; :mod:`hf_gammareg.report` holds the result.
+The analysis that assigns them is :mod:`hf_gammareg.analysis` and :mod:`hf_gammareg.report` holds the result;
+:mod:`hf_gammareg.policy` names the policies and :mod:`hf_gammareg.decision` turns roles into decisions.
 """
 
 from __future__ import annotations

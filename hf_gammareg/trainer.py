@@ -1,9 +1,9 @@
 """`GammaRegTrainer` and `GammaRegSeq2SeqTrainer`: HF Trainers whose γ weight decay follows a policy.
 
-The override is thin: `get_decay_parameter_names` asks :func:`gamma_decay_plan` (a pure function of
-the model, its `GammaReport` and the config, shared with :func:`hf_gammareg.param_groups`) which
-parameters to decay, and `create_optimizer` gives the optimizer that plan's parameter groups;
-everything else is HF's own logic.
+The override is thin: `get_decay_parameter_names` asks :func:`~hf_gammareg.plan.decay_plan` (a pure function of
+the model, its `GammaReport`, the config and the Trainer's own decay names, shared with
+:func:`hf_gammareg.param_groups`) which parameters to decay, and `create_optimizer` gives the optimizer that plan's
+parameter groups; the table, the horizon and the model card read that one plan. Everything else is HF's own logic.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import warnings
 import weakref
 
 import torch
@@ -23,8 +24,8 @@ from .analysis.inputs import describe_inputs, dummy_inputs_apply
 from .callbacks import REPORT_NAME, GammaNormCallback, model_card_section
 from .config import CONFIG_NAME, GammaRegConfig
 from .first_batch import first_training_batch
-from .horizon import GroupHorizon, decay_horizon
-from .plan import GammaDecayPlan, gamma_decay_plan, l2_penalty, refuse_sharded
+from .horizon import GroupHorizon, planned_decay_horizon
+from .plan import GammaDecayPlan, decay_plan, l2_penalty, refuse_sharded
 from .report import GammaReport
 from .roles import GammaAnalysisError
 from .training_args import GammaRegSeq2SeqTrainingArguments, GammaRegTrainingArguments, convert_training_args
@@ -105,11 +106,9 @@ class GammaRegMixin:
         if self.gamma_report is None:
             refuse_sharded(model)
             self.gamma_report = self._gamma_classify(unwrap_model(model)[0])
-        plan, self.gamma_report = gamma_decay_plan(
-            model, config=self.gamma_config, weight_decay=self.args.weight_decay,
-            report=self.gamma_report, hf_decay_names=hf_names,
-        )
-        self.gamma_plan, self._gamma_plan_model = plan, model
+        plan = decay_plan(model, self.args.weight_decay, self.gamma_config, report=self.gamma_report,
+                          hf_decay_names=hf_names)
+        self.gamma_report, self.gamma_plan, self._gamma_plan_model = plan.report, plan, model
         if self.gamma_norm_callback is not None:
             # Under FSDP1 the names carry inner wrapper segments the prefix does not cover, and the
             # parameters are flat shards: the callback then finds none of its names and logs nothing.
@@ -185,9 +184,8 @@ class GammaRegMixin:
         steps = self._gamma_planned_steps()
         if steps is None:
             return None
-        # The group that holds the decayed γ has the γ coefficient; with none decayed, the largest weight decay.
-        wd = plan.coefficient if plan.decayed else max(plan.weight_decay, plan.coefficient)
-        return planned_horizon(self.args, steps, wd, l2=plan.regularization == "l2" and bool(plan.decayed))
+        group = plan.decay_group()  # the optimizer is not built yet: the plan's own coefficients
+        return _planned_or_none(self.args, steps, group.weight_decay, group.penalty)
 
     def _gamma_planned_steps(self) -> int | None:
         """The optimizer steps `train()` will run, as `Trainer.set_initial_training_values` counts them."""
@@ -255,9 +253,7 @@ class GammaRegMixin:
         if "## γ regularization" in card:
             return
         horizon_line, _ = self.gamma_plan.horizon_lines(self.gamma_horizon)
-        section = model_card_section(self.gamma_report, self.gamma_config.policy, self.gamma_plan.decayed,
-                                     self.gamma_plan.coefficient, self.gamma_plan.regularization,
-                                     self.gamma_config.invariance, horizon=horizon_line)
+        section = model_card_section(self.gamma_plan, horizon=horizon_line)
         with open(path, "w", encoding="utf-8") as f:
             f.write(card.rstrip("\n") + "\n\n" + section)
 
@@ -408,27 +404,24 @@ class GammaRegMixin:
 
 
 def planned_horizon(args, num_steps: int, weight_decay: float, *, l2: bool = False) -> GroupHorizon | None:
-    """The decay horizon of a parameter decayed at ``weight_decay`` in the run ``args`` (TrainingArguments) describe.
+    """Deprecated (0.2): ``hf_gammareg.horizon.planned_decay_horizon(args, num_steps=..., weight_decay=..., l2=...)``,
+    the one planned horizon. ``None`` (logged at INFO) where that optimizer cannot be built here, as before; goes in
+    the next release."""
+    warnings.warn("hf_gammareg.trainer.planned_horizon is deprecated: use hf_gammareg.horizon.planned_decay_horizon("
+                  "args, num_steps=..., weight_decay=...); the old name goes in the next release",
+                  DeprecationWarning, stacklevel=2)
+    return _planned_or_none(args, num_steps, weight_decay, l2)
 
-    The optimizer and schedule are the ones `Trainer` builds from ``args`` (``get_optimizer_cls_and_kwargs``,
-    ``get_scheduler`` with ``args.get_warmup_steps``), on one stand-in scalar; ``l2``: the decay is an L2
-    penalty in the loss rather than the optimizer's. ``None`` (logged at INFO) when that optimizer cannot be
-    built on this machine (bitsandbytes without CUDA, …).
-    """
-    from transformers import get_scheduler
 
+def _planned_or_none(args, num_steps: int, weight_decay: float, l2: bool) -> GroupHorizon | None:
+    """`planned_decay_horizon` of ``args``' run, or ``None`` (logged at INFO) when its optimizer cannot be built here
+    (bitsandbytes without CUDA, …): the horizon is then computed when training starts."""
     try:
-        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
-        scalar = nn.Parameter(torch.ones(1))
-        optimizer = optimizer_cls([{"params": [scalar], "weight_decay": 0.0 if l2 else weight_decay}], **kwargs)
-    except Exception as exc:
+        return planned_decay_horizon(args, num_steps=num_steps, weight_decay=weight_decay, l2=l2)
+    except Exception as exc:  # noqa: BLE001 - a horizon line is information; training itself will say what is wrong
         logger.info("hf_gammareg: no planned decay horizon (%s: %s); it is computed when training starts",
                     type(exc).__name__, exc)
         return None
-    scheduler = get_scheduler(args.lr_scheduler_type, optimizer=optimizer,
-                              num_warmup_steps=args.get_warmup_steps(num_steps), num_training_steps=num_steps,
-                              scheduler_specific_kwargs=args.lr_scheduler_kwargs)
-    return decay_horizon(optimizer, num_steps, scheduler, penalty={0: weight_decay} if l2 else None)[0]
 
 
 def _model_error(exc: GammaAnalysisError) -> str:

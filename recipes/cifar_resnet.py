@@ -343,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     images_per_step = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
                        * max(1, training_args.world_size))
     gamma_names = set(find_gammas(model))
-    trajectory = GammaTrajectoryCallback(gamma_category, gamma_names, window=args.trajectory_window)
+    trajectory = GammaTrajectoryCallback(gamma_category, gamma_names, lambda: trainer.gamma_plan,
+                                         window=args.trajectory_window)
     trainer = CifarTrainer(model=model, args=training_args, train_dataset=IndexDataset(len(train_idx)),
                            eval_dataset=IndexDataset(len(test_idx)), compute_metrics=compute_accuracy,
                            train_batches=train, eval_batches=test,

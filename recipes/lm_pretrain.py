@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     # γ RMS per role along the run, and the decay horizon measured from the lr of every step. The roles are
     # read from the first training batch when training starts, before the callback's on_train_begin.
     trajectory = GammaTrajectoryCallback(lambda name: trainer.gamma_report.roles.get(name),
-                                         {name for name, _ in model.named_parameters()},
+                                         {name for name, _ in model.named_parameters()}, lambda: trainer.gamma_plan,
                                          window=args.trajectory_window)
     trainer = GammaRegTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=validation,
                               callbacks=[ThroughputCallback(tokens_per_step, unit="tokens"), trajectory])

@@ -23,6 +23,7 @@ from sweep_records import RunRecord
 from transformers import HfArgumentParser, TrainerCallback
 
 from hf_gammareg.callbacks import gamma_norm_stats
+from hf_gammareg.decision import decision_summary
 from hf_gammareg.horizon import sgd_decay_shrink
 
 
@@ -141,7 +142,7 @@ def optimizer_gamma_record(model: torch.nn.Module, optimizer, plan, horizon=None
         "policy": cfg.policy,
         "invariance": cfg.invariance,
         "regularization": cfg.regularization,
-        "summary": report.summary(cfg.policy, include=cfg.include, exclude=cfg.exclude),
+        "summary": decision_summary(plan.decisions),
         "inputs_source": report.inputs_source,  # which batch the roles were read from
         "gammas": {
             name: {"role": report.roles.get(name), "decayed": name in plan.decayed,
@@ -291,14 +292,15 @@ class GammaTrajectoryCallback(TrainerCallback):
     them, which for a γ under weight decay is where the paper's effective learning rate η/‖γ‖² shows — and
     averages it over windows of ``window`` steps, together with the γ RMS at the window's end.
 
-    It also sums the learning rate the optimizer used at every step for the group that decays γ (or, when
-    no γ is decayed, the group with the largest weight decay): the decay horizon of the run, measured,
-    ``Σ_t lr_t·λ`` (÷ (1 − momentum) for SGD's coupled L2), and the exact factor by which weight decay
+    It also sums the learning rate the optimizer used at every step for the group whose decay the decayed γ get —
+    the plan's choice (``GammaDecayPlan.decay_group``: the group that holds them, or with none decayed the one with
+    the largest weight decay; ``plan`` returns the trainer's plan once it exists): the decay horizon of the run,
+    measured, ``Σ_t lr_t·λ`` (÷ (1 − momentum) for SGD's coupled L2), and the exact factor by which weight decay
     alone (a zero loss gradient) multiplies a parameter of that group over the run.
     """
 
-    def __init__(self, category, gammas: set[str], window: int = 100):
-        self.category, self.gammas, self.window = category, set(gammas), window
+    def __init__(self, category, gammas: set[str], plan, window: int = 100):
+        self.category, self.gammas, self.plan, self.window = category, set(gammas), plan, window
         self.params: dict[str, list] = {}
         self.names: dict[str, list[str]] = {}
         self.previous: dict[int, torch.Tensor] = {}
@@ -306,6 +308,7 @@ class GammaTrajectoryCallback(TrainerCallback):
         self.trajectory: list[dict[str, Any]] = []
         self.lrs: list[float] = []
         self.group: dict[str, Any] | None = None
+        self.weight_decay = 0.0  # the λ the decayed γ get in that group (the plan's, under an L2 penalty)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.params, self.names = {}, {}
@@ -316,17 +319,12 @@ class GammaTrajectoryCallback(TrainerCallback):
                 self.names.setdefault(cat, []).append(name)
         self.previous = {id(p): p.detach().clone() for ps in self.params.values() for p in ps}
 
-    def _decay_group(self, optimizer) -> dict[str, Any]:
-        gamma_ids = {id(p) for ps in self.params.values() for p in ps}
-        groups = [g for g in optimizer.param_groups if g.get("weight_decay", 0) > 0]
-        holding = [g for g in groups if any(id(p) in gamma_ids for p in g["params"])]
-        return max(holding or groups or optimizer.param_groups, key=lambda g: g.get("weight_decay", 0))
-
-    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+    def on_step_begin(self, args, state, control, optimizer=None, model=None, **kwargs):
         if optimizer is None:
             return
         if self.group is None:
-            self.group = self._decay_group(optimizer)
+            chosen = self.plan().decay_group(model, optimizer)
+            self.group, self.weight_decay = optimizer.param_groups[chosen.index], chosen.weight_decay
         self.lrs.append(float(self.group["lr"]))
 
     @torch.no_grad()
@@ -352,7 +350,7 @@ class GammaTrajectoryCallback(TrainerCallback):
     def horizon(self) -> dict[str, Any]:
         """The measured decay horizon: ``{"decay_horizon": Σ, "shrink": factor, ...}`` of the decay group."""
         g = self.group or {}
-        wd, momentum = float(g.get("weight_decay", 0.0)), float(g.get("momentum", 0.0) or 0.0)
+        wd, momentum = float(self.weight_decay), float(g.get("momentum", 0.0) or 0.0)
         dampening, nesterov = float(g.get("dampening", 0.0) or 0.0), bool(g.get("nesterov", False))
         p = sgd_decay_shrink(self.lrs, wd, momentum, dampening, nesterov)  # the optimizer's zero-gradient recurrence
         return {"decay_horizon": round(wd * sum(self.lrs) / (1 - momentum), 4), "shrink": round(p, 5),

@@ -203,3 +203,13 @@ def tiny_code_predictor():
     return Qwen3OmniMoeTalkerCodePredictorModelForConditionalGeneration(Qwen3OmniMoeTalkerCodePredictorConfig(
         hidden_size=16, intermediate_size=20, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
         head_dim=8, vocab_size=40, num_code_groups=4))
+
+
+def decayed_under(model: nn.Module, report, policy: str = "guidelines", **patterns) -> set[str]:
+    """The γ ``policy`` decays (``patterns``: include/exclude), decided as every caller decides: `decide` with
+    `transformers.Trainer`'s rule read from ``model``."""
+    from hf_gammareg.config import GammaRegConfig
+    from hf_gammareg.decision import decide
+    from hf_gammareg.hf_rule import hf_default_decay_names
+
+    return decide(report, GammaRegConfig(policy=policy, **patterns), hf_default_decay_names(model)).decayed

@@ -35,6 +35,7 @@ import warnings
 
 import pytest
 import torch
+from models import decayed_under
 
 from hf_gammareg import GammaReport, classify_gammas
 from hf_gammareg.analysis import dummy_inputs
@@ -71,7 +72,7 @@ def test_mobilebert_nonorm_is_not_a_normalization():
     with pytest.warns(UserWarning, match="no normalization scale parameters"):
         report = classify_gammas(model)
     assert report.gammas == []
-    assert report.decay_names("all") == set()
+    assert decayed_under(model, report, "all") == set()
 
 
 def test_ibert_intlayernorm_with_a_child_module_is_found():
@@ -106,8 +107,8 @@ def test_reformer_norms_outside_autograd_are_named_in_a_warning():
     assert all(name in message for name in inside[:3]) and "autograd" in message
     assert all("autograd" in report.reasons[name] for name in inside)
     # No role, so the policies treat them as HF does (LayerNorm: not decayed) unless a regex names them.
-    assert report.decay_names("guidelines") == set()
-    assert report.decay_names("guidelines", include=["feed_forward"]) == {inside[1], inside[3]}
+    assert decayed_under(model, report) == set()
+    assert decayed_under(model, report, include=["feed_forward"]) == {inside[1], inside[3]}
 
 
 def _moe_roles(prefix: str = "model") -> dict[str, str]:
@@ -243,9 +244,9 @@ def test_convnext_layer_scale_parameters_are_branch_gammas():
     # Policies treat them by role: guidelines decays them (branch), none spares them, hf-default decays them
     # because Trainer's name rule does not recognise them as norms.
     scales = {f"{s0}.layers.0.layer_scale_parameter", f"{s1}.layers.0.layer_scale_parameter"}
-    assert scales <= report.decay_names("guidelines")
-    assert scales.isdisjoint(report.decay_names("none"))
-    assert scales <= set(report.hf_default)
+    assert scales <= decayed_under(model, report)
+    assert scales.isdisjoint(decayed_under(model, report, "none"))
+    assert scales <= decayed_under(model, report, "hf-default")
 
 
 def test_layer_scale_needs_the_residual_shape():

@@ -203,13 +203,13 @@ def horizon_args(recipe, config, out, *extra):
 
 @pytest.mark.parametrize("config", ["cifar_resnet_horizon_cpu.yaml", "cifar_resnet_gpu.yaml"])
 def test_horizon_configs_reach_sigma_3(config, tmp_path):
-    from hf_gammareg.trainer import planned_horizon
+    from hf_gammareg.horizon import planned_decay_horizon
 
     recipe = load("cifar_resnet")
     args, targs = horizon_args(recipe, config, tmp_path)
     assert args.train_per_class is None and args.test_per_class is None  # all 50,000 / all 10,000 images
     assert (targs.optim, targs.learning_rate, targs.weight_decay) == ("sgd", 0.1, 5e-4)
-    h = planned_horizon(targs, targs.max_steps, targs.weight_decay)
+    h = planned_decay_horizon(targs, num_steps=targs.max_steps, weight_decay=targs.weight_decay)
     # By hand (the config's comment): 5e-4 / (1 − 0.9) · 0.1 · (200/2 + 5,200 + 1,800/2) = 3.10
     assert h.decay == "coupled" and h.integral >= 3
     assert h.integral == pytest.approx(3.10, abs=0.01)
@@ -217,7 +217,7 @@ def test_horizon_configs_reach_sigma_3(config, tmp_path):
 
 
 def test_two_step_run_of_the_horizon_config(archive, tmp_path):
-    from hf_gammareg.trainer import planned_horizon
+    from hf_gammareg.horizon import planned_decay_horizon
 
     recipe = load("cifar_resnet")
     out = tmp_path / "h"
@@ -235,7 +235,8 @@ def test_two_step_run_of_the_horizon_config(archive, tmp_path):
     assert record["table_columns"]["decay_horizon"] == measured["decay_horizon"]
     # The library's prediction for the same arguments, and the Trainer's own record, agree with the measurement.
     _, targs = horizon_args(recipe, "cifar_resnet_horizon_cpu.yaml", out, *flags[:10])
-    assert planned_horizon(targs, 2, 5e-4).shrink == pytest.approx(measured["shrink"], abs=1e-5)
+    planned = planned_decay_horizon(targs, num_steps=2, weight_decay=5e-4)
+    assert planned.shrink == pytest.approx(measured["shrink"], abs=1e-5)
     assert record["gamma"]["decay_horizon"]["shrink"] == pytest.approx(measured["shrink"], abs=1e-5)
     trajectory = record["gamma_trajectory"]
     assert [p["step"] for p in trajectory] == [1, 2]

@@ -139,12 +139,12 @@ def test_report_json_round_trip_and_table():
     report = classify_gammas(TinyResNet())
     again = GammaReport.from_json(report.to_json())
     assert again == report
-    table = report.to_table("guidelines").splitlines()
-    assert table[0].split()[:5] == ["parameter", "norm", "role", "decay", "reason"]
+    table = report.to_table().splitlines()  # the report's own: roles, no policy
+    assert table[0].split()[:4] == ["parameter", "norm", "role", "reason"]
     row = next(line for line in table if line.startswith("layer2.0.downsample.1.weight"))
-    assert row.split()[1:4] == ["BatchNorm2d", "stream", "no"]
+    assert row.split()[1:3] == ["BatchNorm2d", "stream"]
     row = next(line for line in table if line.startswith("layer1.0.bn1.weight"))
-    assert row.split()[1:4] == ["BatchNorm2d", "invariant", "yes"]
+    assert row.split()[1:3] == ["BatchNorm2d", "invariant"]
 
 
 def test_report_json_rejects_bad_roles():

@@ -170,6 +170,29 @@ def test_planned_horizon_of_the_cli_kind():
         planned_decay_horizon(lr=0.1, weight_decay=0.1, num_steps=10, optimizer="lamb")
 
 
+def test_one_planned_horizon_for_trainer_arguments_and_the_old_name_warns(tmp_path):
+    """`planned_decay_horizon(args, ...)` reads a Trainer run from its TrainingArguments; trainer.planned_horizon
+    was the same for 0.1 and now warns."""
+    import warnings
+
+    from transformers import TrainingArguments
+
+    from hf_gammareg.trainer import planned_horizon
+
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, lr_scheduler_type="constant",
+                             max_steps=1000, report_to="none", use_cpu=True)
+    h = planned_decay_horizon(args, num_steps=1000, weight_decay=0.1)
+    # By hand: AdamW's decoupled decay at a constant lr, Σ lr·λ = 1000 · 1e-3 · 0.1 = 0.1, factor (1 − 1e-4)^1000
+    assert h.decay == "decoupled" and h.integral == pytest.approx(0.1) and h.shrink == pytest.approx(0.9999 ** 1000)
+    with pytest.raises(TypeError, match="args="):
+        planned_decay_horizon(args, num_steps=1000, weight_decay=0.1, lr=1e-3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = planned_horizon(args, 1000, 0.1)
+    assert [w.category for w in caught] == [DeprecationWarning] and "planned_decay_horizon" in str(caught[0].message)
+    assert old == h
+
+
 # -- the Trainer --------------------------------------------------------------------------------------
 class Sized(torch.utils.data.Dataset):
     def __init__(self, n):

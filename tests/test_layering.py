@@ -35,14 +35,16 @@ import pytest  # noqa: E402
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "hf_gammareg"
 
 # The layers, bottom first (README § Layout, docs/design.md § Layout). A module imports — at module level or inside
-# a function, lazily or not — only from its own layer or below; within a layer the imports form no cycle.
+# a function, a module `__getattr__` included: lazily or not, no exemption — only from its own layer or below; within
+# a layer the imports form no cycle.
 LAYERS = [
     ("vocabulary and leaf tools", {"roles", "tables", "_plotting", "compat", "wrappers", "horizon", "hf_rule",
                                    "patterns"}),
-    ("policies: roles → which γ are decayed", {"policy"}),
     ("the report: roles and reasons", {"report"}),
     ("the dataflow analysis: model → report", {"analysis"}),
+    ("policies: roles → which γ are decayed", {"policy"}),
     ("the config that travels with a model", {"config"}),
+    ("the decision: report, config and the HF rule → a row per γ", {"decision"}),
     ("the decision as optimizer groups; sweep records", {"plan", "sweeps"}),
     ("the HF integration's parts", {"callbacks", "training_args", "first_batch"}),
     ("the trainers", {"trainer"}),
@@ -74,10 +76,11 @@ def _resolve(module: str, node: ast.ImportFrom, is_package: bool) -> str:
 
 
 def _imports(path: pathlib.Path, package: pathlib.Path):
-    """``(module, [(imported module, names, top_level, in a module __getattr__)])`` for one file of the package.
+    """``(module, [(imported module, names, top_level)])`` for one file of the package.
 
-    Imports under ``if TYPE_CHECKING:`` are left out (they never run). An import inside a module-level
-    ``__getattr__`` is marked: that is a deprecation shim forwarding a name that moved up.
+    Imports under ``if TYPE_CHECKING:`` are left out (they never run); every other one counts, wherever it is —
+    a function, a method, a module-level ``__getattr__`` (a deprecation shim may forward only a name that moved
+    down or sideways).
     """
     module = _module_name(path, package)
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -89,17 +92,15 @@ def _imports(path: pathlib.Path, package: pathlib.Path):
         elif isinstance(n, ast.Try):  # `try: import x except ImportError:` at module level
             top |= {id(m) for m in ast.walk(n) if isinstance(m, (ast.Import, ast.ImportFrom))}
     skip = {id(m) for n in ast.walk(tree) if id(n) in type_checking for m in ast.walk(n)}
-    shim = {id(m) for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "__getattr__"
-            for m in ast.walk(n)}
     out = []
     for n in ast.walk(tree):
         if id(n) in skip:
             continue
         if isinstance(n, ast.ImportFrom):
             target = _resolve(module, n, path.name == "__init__.py")
-            out.append((target, [a.name for a in n.names], id(n) in top, id(n) in shim))
+            out.append((target, [a.name for a in n.names], id(n) in top))
         elif isinstance(n, ast.Import):
-            out += [(a.name, [], id(n) in top, id(n) in shim) for a in n.names]
+            out += [(a.name, [], id(n) in top) for a in n.names]
     return module, out
 
 
@@ -108,14 +109,14 @@ def _package_modules(package: pathlib.Path = PACKAGE):
 
 
 def _graph(package: pathlib.Path) -> dict[str, set[str]]:
-    """Module → the package modules it imports, function-level imports counted (deprecation shims are not)."""
+    """Module → the package modules it imports, function-level imports (deprecation shims too) counted."""
     modules = _package_modules(package)
     known = {module for module, _ in modules.values()}
     graph: dict[str, set[str]] = {}
     for module, imports in modules.values():
         deps = set()
-        for target, names, _top, shim in imports:
-            if shim or not target.startswith("hf_gammareg"):
+        for target, names, _top in imports:
+            if not target.startswith("hf_gammareg"):
                 continue
             submodules = {f"{target}.{n}" for n in names if f"{target}.{n}" in known}
             deps |= submodules  # `from . import x` imports the submodule x ...
@@ -163,7 +164,7 @@ def upward_imports(package: pathlib.Path = PACKAGE) -> list[str]:
 def private_names_across_modules(package: pathlib.Path = PACKAGE) -> list[str]:
     offenders = []
     for path, (module, imports) in _package_modules(package).items():
-        for target, names, _top, _shim in imports:
+        for target, names, _top in imports:
             if target.startswith("hf_gammareg") and target != module:
                 offenders += [f"{module}: {target}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
     return offenders
@@ -184,13 +185,19 @@ def test_no_private_name_is_used_across_modules():
 
 
 def test_the_analysis_knows_no_policy_and_no_trainer():
-    """analysis/ imports nothing above it: not the policies, the plan, the config, nor transformers' Trainer."""
-    above = ("hf_gammareg.policy", "hf_gammareg.plan", "hf_gammareg.config", "hf_gammareg.trainer",
-             "hf_gammareg.training_args", "hf_gammareg.callbacks", "hf_gammareg.cli", "transformers.trainer")
-    offenders = [f"{module} imports {target}" for path, (module, imports) in _package_modules().items()
-                 if module.startswith("hf_gammareg.analysis") for target, _names, _top, _shim in imports
+    """analysis/ imports nothing of the decision — not the policies, the HF rule, the decision, the plan, the config —
+    nor transformers' Trainer; the report (below it) imports only the vocabulary."""
+    above = ("hf_gammareg.policy", "hf_gammareg.hf_rule", "hf_gammareg.decision", "hf_gammareg.plan",
+             "hf_gammareg.config", "hf_gammareg.trainer", "hf_gammareg.training_args", "hf_gammareg.callbacks",
+             "hf_gammareg.cli", "transformers.trainer")
+    modules = _package_modules().values()
+    offenders = [f"{module} imports {target}" for module, imports in modules
+                 if module.startswith("hf_gammareg.analysis") for target, _names, _top in imports
                  if target.startswith(above)]
     assert offenders == []
+    report_imports = {target for module, imports in modules if module == "hf_gammareg.report"
+                      for target, _names, _top in imports if target.startswith("hf_gammareg")}
+    assert report_imports == {"hf_gammareg.roles", "hf_gammareg.tables"}
 
 
 @pytest.fixture
@@ -212,6 +219,19 @@ def test_the_checks_catch_a_planted_lazy_upward_import(planted):
     assert upward_imports(root) == ["hf_gammareg.roles (vocabulary and leaf tools) imports hf_gammareg.plan "
                                     "(the decision as optimizer groups; sweep records)"]
     assert upward_imports() == []  # the package itself is clean
+
+
+@pytest.mark.parametrize("code", [
+    # what GammaReport.decay_names did before the decision layer: a method importing the policies where it is used
+    "class _Late:\n    def decay_names(self):\n        from .policy import select_decayed\n"
+    "        return select_decayed",
+    # a deprecation shim forwarding a name that lives above: no exemption for a module __getattr__
+    "def __getattr__(name):\n    from .decision import decide\n    return decide",
+])
+def test_the_checks_catch_a_lazy_upward_import_in_a_method_or_a_shim(planted, code):
+    root = planted("report.py", code)
+    found = upward_imports(root)
+    assert len(found) == 1 and found[0].startswith("hf_gammareg.report (the report: roles and reasons) imports ")
 
 
 def test_the_checks_catch_a_planted_private_name(planted):

@@ -161,13 +161,13 @@ def test_stdlib_corpus_is_deterministic_and_splits_by_file():
 
 
 def test_horizon_config_reaches_sigma_3_in_one_pass():
-    from hf_gammareg.trainer import planned_horizon
+    from hf_gammareg.horizon import planned_decay_horizon
 
     lm = load()
     config = os.path.join(RECIPES, "configs", "lm_horizon_cpu.yaml")
     args, targs = lm.parse_args(lm.make_parser(), [config, "--output_dir", "unused"])
     assert args.text_source == "python-stdlib" and (targs.optim, targs.weight_decay) == ("adamw_torch", 0.1)
-    h = planned_horizon(targs, targs.max_steps, targs.weight_decay)
+    h = planned_decay_horizon(targs, num_steps=targs.max_steps, weight_decay=targs.weight_decay)
     # By hand (the config's comment): 0.1 · 2e-3 · (200/2 + 14,000 + 2,800/2) = 3.10
     assert h.decay == "decoupled" and h.integral >= 3
     assert h.integral == pytest.approx(3.10, abs=0.01) and h.shrink < 0.05
@@ -176,7 +176,7 @@ def test_horizon_config_reaches_sigma_3_in_one_pass():
     assert passes <= 1.5
     gpu = os.path.join(RECIPES, "configs", "lm_horizon_gpu.yaml")
     gargs, gtargs = lm.parse_args(lm.make_parser(), [gpu, "--output_dir", "unused", "--use_cpu", "--bf16", "false"])
-    g = planned_horizon(gtargs, gtargs.max_steps, gtargs.weight_decay)
+    g = planned_decay_horizon(gtargs, num_steps=gtargs.max_steps, weight_decay=gtargs.weight_decay)
     assert gtargs.weight_decay == 0.1 and g.integral >= 3
     gpasses = gtargs.max_steps * gtargs.per_device_train_batch_size * gargs.block_size / corpus["n_train_chars"]
     assert gpasses <= 1.5

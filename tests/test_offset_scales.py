@@ -11,11 +11,14 @@ import math
 
 import pytest
 import torch
+from models import decayed_under
 from torch import nn
 
-from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments, GammaReport, classify_gammas
+from hf_gammareg import GammaRegConfig, GammaRegTrainer, GammaRegTrainingArguments, GammaReport, classify_gammas
 from hf_gammareg.callbacks import gamma_norm_stats
 from hf_gammareg.cli import main
+from hf_gammareg.decision import decide, decision_summary
+from hf_gammareg.hf_rule import hf_default_decay_names
 from hf_gammareg.horizon import horizon_lines, planned_decay_horizon
 
 OFFSET_REASON = "offset scale 1 + w: weight decay pulls the scale toward 1, not 0"
@@ -121,7 +124,8 @@ def test_moonshine_streaming_norm_is_found_and_is_an_offset_scale():
 
 
 def test_qwen3_next_offset_norms_and_its_plain_gated_norm():
-    report = classify_gammas(tiny_qwen3_next())
+    model = tiny_qwen3_next()
+    report = classify_gammas(model)
     offset = ["model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
               "model.layers.1.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight",
               "model.layers.1.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight",
@@ -134,8 +138,8 @@ def test_qwen3_next_offset_norms_and_its_plain_gated_norm():
         assert report.roles[name] == "branch"
     assert report.roles["model.norm.weight"] == "head"
     # guidelines decays the plain branch γ and no offset γ; `all` decays every one.
-    assert report.decay_names("guidelines") == {gated}
-    assert report.decay_names("all") == {gated, *offset}
+    assert decayed_under(model, report) == {gated}
+    assert decayed_under(model, report, "all") == {gated, *offset}
 
 
 @pytest.mark.parametrize("scale,offset", [
@@ -145,11 +149,12 @@ def test_qwen3_next_offset_norms_and_its_plain_gated_norm():
     (lambda x, w: x * (1.0 + w.float()).view(1, -1), 1.0),  # through a cast and a view
 ])
 def test_a_user_module_with_an_offset(scale, offset):
-    report = classify_gammas(Residual(scale, lambda x, w: x * w), inputs=torch.randn(2, 4))
+    model = Residual(scale, lambda x, w: x * w)
+    report = classify_gammas(model, inputs=torch.randn(2, 4))
     assert report.roles == {"norm1.weight": "branch", "norm2.weight": "head"}
     assert report.offsets == {"norm1.weight": offset}
-    assert report.decay_names("guidelines") == set()
-    assert report.decay_names("only:branch") == {"norm1.weight"}
+    assert decayed_under(model, report) == set()
+    assert decayed_under(model, report, "only:branch") == {"norm1.weight"}
 
 
 @pytest.mark.parametrize("scale", [
@@ -196,27 +201,32 @@ def test_models_without_offsets_record_none():
 
 # -- the report and the policies -----------------------------------------------------------------------------------
 def test_policies_on_offset_gammas():
-    report = classify_gammas(tiny_gemma())
+    model = tiny_gemma()
+    report = classify_gammas(model)
     block = {n for n, r in LLAMA_LIKE.items() if r == "branch"}
-    assert report.decay_names("guidelines") == set()
-    assert report.decay_names("all") == set(LLAMA_LIKE)
-    assert report.decay_names("branch,invariant") == block
-    assert report.decay_names("only:head") == {"model.norm.weight"}
-    assert report.decay_names("guidelines", include=[r"layers\.0\.input"]) == {"model.layers.0.input_layernorm.weight"}
-    assert report.decay_names("all", exclude=["norm"]) == set()
-    assert report.decay_names("hf-default") == set()  # what Trainer does: no norm weight by name
-    assert report.summary().endswith("; 5 offset scale(s) 1 + w, 0 decayed; policy 'guidelines' decays 0 (0 values)")
+    assert decayed_under(model, report) == set()
+    assert decayed_under(model, report, "all") == set(LLAMA_LIKE)
+    assert decayed_under(model, report, "branch,invariant") == block
+    assert decayed_under(model, report, "only:head") == {"model.norm.weight"}
+    assert decayed_under(model, report, include=[r"layers\.0\.input"]) == {"model.layers.0.input_layernorm.weight"}
+    assert decayed_under(model, report, "all", exclude=["norm"]) == set()
+    assert decayed_under(model, report, "hf-default") == set()  # what Trainer does: no norm weight by name
+    decisions = decide(report, GammaRegConfig(), hf_default_decay_names(model))
+    assert decision_summary(decisions).endswith("; 5 offset scale(s) 1 + w, 0 decayed; policy 'guidelines' decays 0 "
+                                                "(0 values)")
+    assert {d.by for d in decisions} == {"offset scale"} and all(d.offset == 1.0 for d in decisions)
 
 
 def test_offsets_round_trip_through_json_and_old_json_loads():
-    report = classify_gammas(tiny_gemma())
+    model = tiny_gemma()
+    report = classify_gammas(model)
     again = GammaReport.from_json(report.to_json())
-    assert again.offsets == report.offsets and again.decay_names("guidelines") == set()
+    assert again.offsets == report.offsets and decayed_under(model, again) == set()
     old = json.loads(report.to_json())
     del old["offsets"]
     legacy = GammaReport.from_json(json.dumps(old))
-    assert legacy.offsets == {} and legacy.decay_names("guidelines") == set(n for n, r in LLAMA_LIKE.items()
-                                                                            if r == "branch")
+    assert legacy.offsets == {} and decayed_under(model, legacy) == set(n for n, r in LLAMA_LIKE.items()
+                                                                        if r == "branch")
     old["offsets"] = {"model.norm.weight": "one"}
     with pytest.raises(ValueError, match="offsets"):
         GammaReport.from_json(json.dumps(old))

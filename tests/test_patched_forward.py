@@ -63,6 +63,18 @@ def _batch():
     return {"input_ids": torch.tensor([[1, 2, 3, 4, 5], [5, 4, 3, 2, 1]])}
 
 
+def _read_without_running(model, caplog, inputs) -> str:
+    """Classify a patched tiny GPT-2 from ``inputs`` and check what every patched-forward case must hold: the
+    DESIGN.md roles, no call of a real module, no RNG draw, no weight changed. Returns what it logged at INFO."""
+    counter, before = RealCalls(model), _snapshot(model)
+    with caplog.at_level(logging.INFO, logger="hf_gammareg"):
+        report = classify_gammas(model, inputs=inputs)
+    assert report.roles == GPT2_ROLES and report.unused == []
+    assert counter.calls == 0
+    _assert_untouched(model, before)
+    return caplog.text
+
+
 def test_closure_over_the_original_forward_reads_the_copy(caplog):
     model = _gpt2()
     original = model.forward
@@ -71,15 +83,10 @@ def test_closure_over_the_original_forward_reads_the_copy(caplog):
         return original(*args, **kwargs)
 
     model.forward = patched
-    counter, before = RealCalls(model), _snapshot(model)
-    with caplog.at_level(logging.INFO, logger="hf_gammareg"):
-        report = classify_gammas(model, inputs=_batch())
-    assert report.roles == GPT2_ROLES and report.unused == []
-    assert counter.calls == 0
-    _assert_untouched(model, before)
+    log = _read_without_running(model, caplog, _batch())
     assert model.forward is patched  # the model itself keeps its patch
-    assert "test_closure_over_the_original_forward_reads_the_copy.<locals>.patched" in caplog.text
-    assert "closure pointed at the copy" in caplog.text
+    assert "test_closure_over_the_original_forward_reads_the_copy.<locals>.patched" in log
+    assert "closure pointed at the copy" in log
 
 
 def test_hidden_reference_is_read_through_the_class_forward(caplog):
@@ -90,14 +97,9 @@ def test_hidden_reference_is_read_through_the_class_forward(caplog):
         return holder["forward"](*args, **kwargs)
 
     model.forward = patched
-    counter, before = RealCalls(model), _snapshot(model)
-    with caplog.at_level(logging.INFO, logger="hf_gammareg"):
-        report = classify_gammas(model, inputs=_batch())
-    assert report.roles == GPT2_ROLES and report.unused == []
-    assert counter.calls == 0
-    _assert_untouched(model, before)
-    assert "reached the original model (its module `transformer`" in caplog.text
-    assert "class's own forward" in caplog.text and ".<locals>.patched" in caplog.text
+    log = _read_without_running(model, caplog, _batch())
+    assert "reached the original model (its module `transformer`" in log
+    assert "class's own forward" in log and ".<locals>.patched" in log
 
 
 class TopLevelScale(nn.Module):
@@ -141,13 +143,8 @@ def test_forward_bound_to_the_instance_reads_as_before(caplog):
         return type(self).forward(self, input_ids=input_ids, **kwargs)
 
     model.forward = types.MethodType(liger_forward, model)
-    counter, before = RealCalls(model), _snapshot(model)
-    with caplog.at_level(logging.INFO, logger="hf_gammareg"):
-        report = classify_gammas(model, inputs=_batch())
-    assert report.roles == GPT2_ROLES and report.unused == []
-    assert counter.calls == 0
-    _assert_untouched(model, before)
-    assert "replaced on the instance" not in caplog.text and "original model" not in caplog.text
+    log = _read_without_running(model, caplog, _batch())
+    assert "replaced on the instance" not in log and "original model" not in log
 
 
 class WeakSelf(nn.Module):
@@ -180,10 +177,5 @@ def test_trl_fused_lm_head_patch_reads_the_copy(caplog):
     model = _gpt2()
     utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))  # what SFTTrainer.__init__ does
     assert "forward" in model.__dict__
-    counter, before = RealCalls(model), _snapshot(model)
-    with caplog.at_level(logging.INFO, logger="hf_gammareg"):
-        report = classify_gammas(model, inputs={**_batch(), "labels": _batch()["input_ids"]})
-    assert report.roles == GPT2_ROLES and report.unused == []
-    assert counter.calls == 0
-    _assert_untouched(model, before)
-    assert "trl.trainer.utils.add_fused_lm_head.<locals>._fused_forward" in caplog.text
+    log = _read_without_running(model, caplog, {**_batch(), "labels": _batch()["input_ids"]})
+    assert "trl.trainer.utils.add_fused_lm_head.<locals>._fused_forward" in log

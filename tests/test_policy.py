@@ -7,8 +7,9 @@ from hf_gammareg.policy import parse_policy, select_decayed
 
 REPORT = GammaReport(
     roles={"a.weight": "branch", "b.weight": "invariant", "c.weight": "stream", "d.weight": "head"},
-    reasons={}, norm_types={}, unused=["e.weight"], hf_default=["c.weight", "e.weight"],
+    reasons={}, norm_types={}, unused=["e.weight"],
 )
+HF = {"c.weight", "e.weight"}  # what transformers.Trainer's rule decays here: the caller's, from the model
 
 
 @pytest.mark.parametrize(
@@ -28,13 +29,23 @@ def test_policies(policy, expected):
     # `e.weight` is unused: it follows hf-default (HF decays it here) under role-based policies.
     if policy == "guidelines":
         expected = expected | {"e.weight"}
-    assert select_decayed(REPORT, policy) == expected
+    assert select_decayed(REPORT, policy, hf_decayed=HF) == expected
 
 
 def test_include_and_exclude_override_roles():
-    assert (REPORT.decay_names("guidelines", include=[r"^d\."], exclude=[r"^a\."])
+    assert (select_decayed(REPORT, "guidelines", include=[r"^d\."], exclude=[r"^a\."], hf_decayed=HF)
             == {"b.weight", "d.weight", "e.weight"})
-    assert REPORT.decay_names("all", include=["c"], exclude=["c"]) == {"a.weight", "b.weight", "d.weight", "e.weight"}
+    assert (select_decayed(REPORT, "all", include=["c"], exclude=["c"], hf_decayed=HF)
+            == {"a.weight", "b.weight", "d.weight", "e.weight"})
+
+
+def test_the_hf_rule_is_asked_for_where_a_decision_needs_it():
+    """A report holds no HF names: a γ without a role, or `hf-default`, needs them from the caller."""
+    roles_only = GammaReport(roles={"a.weight": "branch", "d.weight": "head"}, reasons={}, norm_types={})
+    assert select_decayed(roles_only, "guidelines") == {"a.weight"}  # every γ has a role: no HF rule needed
+    for report, policy in ((REPORT, "guidelines"), (roles_only, "hf-default")):
+        with pytest.raises(ValueError, match="hf_decayed=hf_default_decay_names"):
+            select_decayed(report, policy)
 
 
 @pytest.mark.parametrize("bad", ["guideline", "only:trunk", "branch,bogus", "", "only:"])
@@ -45,7 +56,7 @@ def test_unknown_policy_names_the_choices(bad):
 
 def test_invalid_regex_names_the_field():
     with pytest.raises(ValueError, match=r"gamma_include: invalid regular expression '\(unclosed'"):
-        REPORT.decay_names("guidelines", include=["(unclosed"])
+        select_decayed(REPORT, "guidelines", include=["(unclosed"], hf_decayed=HF)
 
 
 def test_a_pattern_string_is_one_regex_everywhere():

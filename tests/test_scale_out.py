@@ -22,7 +22,7 @@ from hf_gammareg import (
     GammaRegTrainer,
     GammaRegTrainingArguments,
     classify_gammas,
-    gamma_decay_plan,
+    decay_plan,
 )
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -223,10 +223,10 @@ def test_ddp_module_prefix_in_process(tmp_path):
         report = classify_gammas(model)
         for wrapped, prefix in ((DDP(model), "module."),
                                 (DDP(torch.compile(model, backend="eager")), "module._orig_mod.")):
-            plan, _ = gamma_decay_plan(wrapped, config=GammaRegConfig(), weight_decay=0.1)  # classified inside
+            plan = decay_plan(wrapped, 0.1, GammaRegConfig())  # classified inside
             assert plan.decayed == {prefix + n for n in (S0_BN1, S0_BN2, S1_BN1, S1_BN2)}
             assert plan.gammas == {prefix + n for n in ALL_GAMMAS}
-            plan2, _ = gamma_decay_plan(wrapped, config=GammaRegConfig(), weight_decay=0.1, report=report)
+            plan2 = decay_plan(wrapped, 0.1, GammaRegConfig(), report=report)
             assert plan2.decayed == plan.decayed
     finally:
         dist.destroy_process_group()

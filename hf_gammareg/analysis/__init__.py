@@ -5,7 +5,10 @@
 * :mod:`.trace` — the recorded forward pass on a meta-device copy (module spans, meta kernels);
 * :mod:`.graph` — the autograd graph and the per-γ propagation that decides each role;
 * :mod:`.classify` — :func:`read_roles`, which ties them together into a :class:`~hf_gammareg.report.GammaReport`,
-  and :func:`classify_gammas` (the public entry: `read_roles` plus what `transformers.Trainer`'s rule decays).
+  and :func:`classify_gammas`, its public name.
+
+It knows nothing of policies, the HF rule or the Trainer: which γ get decay is decided above it
+(:mod:`hf_gammareg.decision`).
 """
 
 from .classify import classify_gammas, read_roles

@@ -11,7 +11,6 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from ..hf_rule import hf_default_decay_names
 from ..report import GammaReport
 from ..roles import INVARIANCE_MODES, GammaAnalysisError
 from .graph import Graph, Propagation, own_ops
@@ -47,8 +46,8 @@ _OUTSIDE_AUTOGRAD = (
 
 
 def read_roles(model: nn.Module, inputs=None, *, invariance: str = "exact") -> GammaReport:
-    """Assign every normalization scale γ of ``model`` one of the roles in ``ROLES`` (the analysis alone:
-    `hf_gammareg.classify_gammas` adds what the HF no-decay rule decays, ``report.hf_default``).
+    """Assign every normalization scale γ of ``model`` one of the roles in ``ROLES`` (`classify_gammas` is its
+    public name).
 
     Args:
         model: any ``nn.Module``; Hugging Face models get dummy inputs from their config.
@@ -456,8 +455,8 @@ def _complete(report: GammaReport, model, device, never_called: set[str], sink_n
 
 
 def classify_gammas(model: "nn.Module", inputs=None, *, invariance: str = "exact") -> "GammaReport":
-    """Assign every normalization scale γ of ``model`` one of the roles in ``ROLES``, and note which γ
-    ``transformers.Trainer`` would decay (``report.hf_default``, what the ``hf-default`` policy follows).
+    """Assign every normalization scale γ of ``model`` one of the roles in ``ROLES`` (what a policy then decays is
+    :func:`hf_gammareg.decision.decide`'s, with the HF rule the caller reads from the model).
 
     Args:
         model: any ``nn.Module``; Hugging Face models get dummy inputs from their config.
@@ -472,7 +471,4 @@ def classify_gammas(model: "nn.Module", inputs=None, *, invariance: str = "exact
     γ a dummy pass does not reach get no role and one warning naming their modules; when no batch runs, the
     `GammaAnalysisError` names each batch tried, the model's own exception, and the remedies.
     """
-    report = read_roles(model, inputs, invariance=invariance)
-    if report.norm_types:
-        report.hf_default = sorted(hf_default_decay_names(model) & set(report.norm_types))
-    return report
+    return read_roles(model, inputs, invariance=invariance)

@@ -328,6 +328,16 @@ class _Mixing:
     reason: str
 
 
+@dataclasses.dataclass
+class _Walk:
+    """What one γ's walk met on the way: mixing additions, renormalizations, whole-tensor overwrites, the output."""
+
+    mixings: list[_Mixing] = dataclasses.field(default_factory=list)
+    renorms: list[str] = dataclasses.field(default_factory=list)  # the norms that renormalized it, first met first
+    overwritten: list[str] = dataclasses.field(default_factory=list)  # modules where a constant overwrote it
+    reached_sink: bool = False
+
+
 class Propagation:
     """The per-γ propagation over one `Graph`: follows a γ's signal forward and reads its role."""
 
@@ -359,6 +369,7 @@ class Propagation:
         return name
 
     def classify(self, sources: list) -> tuple[str, str]:
+        """``(role, reason)`` of the γ whose signal leaves the nodes ``sources``: the walk, then its verdict."""
         g = self.g
         state: dict[Any, str] = {}
         self._state = state
@@ -369,56 +380,65 @@ class Propagation:
                 heapq.heappush(heap, (g.seq[c], id(c), c))
         if any(s is g.sink for s in sources):
             return "head", f"is itself the model output (`{self.sink_name}`)"
-        mixings: list[_Mixing] = []
-        renorms: list[str] = []
-        overwritten: list[str] = []
-        reached_sink = False
+        walk = _Walk()
         done = set()
         while heap:
             _, _, node = heapq.heappop(heap)
             if node in done:
                 continue
             done.add(node)
-            norm = self.renorm_by(node)
-            if norm is not None:
-                if norm not in renorms:
-                    renorms.append(norm)
+            new_state = self._visit(node, walk)
+            if new_state is None:
                 continue
-            ins = g.inputs[node]
-            carrying = [(k, i) for k, i in enumerate(ins) if i is not None and i in state]
-            op, into_view = g.op(node)
-            if not into_view and (op in _OVERWRITES or op == _COPY):
-                # A whole tensor overwritten: its old elements are gone, only what was written in goes on.
-                kept = g.written_in(node)
-                carrying = [(k, i) for k, i in carrying if any(i is j for j in kept)]
-                if not carrying:
-                    overwritten.append(self.owner(g.seq[node]))
-                    continue
-            new_state = None
-            if op in _ADDITIONS:
-                new_state, mixing = self._addition(node, carrying)
-                if mixing is not None:
-                    mixings.append(mixing)
-                    continue
-            else:
-                states = {state[i] for _, i in carrying}
-                if "dep" in states or (self.exact and op not in _HOMOGENEOUS_OPS):
-                    new_state = "dep"
-                elif op == "Div" and any(k == 1 for k, _ in carrying):
-                    new_state = "dep" if self.exact else "scale"
-                else:
-                    new_state = "scale"
             state[node] = new_state
             if node is g.sink:
-                reached_sink = True
+                walk.reached_sink = True
             for c in g.consumers.get(node, ()):
                 if c not in done:
                     heapq.heappush(heap, (g.seq[c], id(c), c))
-        if mixings:
-            first = min(mixings, key=lambda m: m.seq)
+        return self._verdict(walk)
+
+    def _visit(self, node, walk: "_Walk") -> str | None:
+        """The signal's state after ``node`` (``"scale"`` or ``"dep"``), or ``None`` where it goes no further:
+        renormalized, overwritten, or at a mixing addition (each noted in ``walk``)."""
+        g = self.g
+        norm = self.renorm_by(node)
+        if norm is not None:
+            if norm not in walk.renorms:
+                walk.renorms.append(norm)
+            return None
+        ins = g.inputs[node]
+        carrying = [(k, i) for k, i in enumerate(ins) if i is not None and i in self._state]
+        op, into_view = g.op(node)
+        if not into_view and (op in _OVERWRITES or op == _COPY):
+            # A whole tensor overwritten: its old elements are gone, only what was written in goes on.
+            kept = g.written_in(node)
+            carrying = [(k, i) for k, i in carrying if any(i is j for j in kept)]
+            if not carrying:
+                walk.overwritten.append(self.owner(g.seq[node]))
+                return None
+        if op in _ADDITIONS:
+            new_state, mixing = self._addition(node, carrying)
+            if mixing is not None:
+                walk.mixings.append(mixing)
+                return None
+            return new_state
+        states = {self._state[i] for _, i in carrying}
+        if "dep" in states or (self.exact and op not in _HOMOGENEOUS_OPS):
+            return "dep"
+        if op == "Div" and any(k == 1 for k, _ in carrying):
+            return "dep" if self.exact else "scale"
+        return "scale"
+
+    def _verdict(self, walk: "_Walk") -> tuple[str, str]:
+        """The role and reason a finished walk reads: its first mixing addition in sequence order, else the output
+        reached (``head``), else every path renormalized or overwritten (``invariant``)."""
+        if walk.mixings:
+            first = min(walk.mixings, key=lambda m: m.seq)
             return first.side, first.reason
-        if reached_sink:
+        if walk.reached_sink:
             return "head", f"reaches the output (`{self.sink_name}`) without renormalization or a residual add"
+        renorms, overwritten = walk.renorms, walk.overwritten
         if not renorms and overwritten:
             return "invariant", (f"every path out of it is overwritten by a constant (in `{overwritten[0]}`) before "
                                  "the output; the loss does not see its scale")

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # tests/model
 from models import Conditioned, tiny_gpt2  # noqa: E402
 
 from hf_gammareg import GammaRegTrainer, GammaRegTrainingArguments  # noqa: E402
-from hf_gammareg.trainer import gamma_decay_plan  # noqa: E402
+from hf_gammareg.plan import decay_plan  # noqa: E402
 
 
 class Sentences(Dataset):
@@ -67,8 +67,7 @@ def main(out_dir: str) -> int:
     names = {id(p): n for n, p in model.named_parameters()}
     groups = [[g["weight_decay"], sorted(names[id(p)] for p in g["params"])] for g in trainer.optimizer.param_groups]
     wrapped = trainer.model_wrapped
-    wrapped_plan, _ = gamma_decay_plan(wrapped, config=trainer.gamma_config, weight_decay=args.weight_decay,
-                                       report=trainer.gamma_report)
+    wrapped_plan = decay_plan(wrapped, args.weight_decay, trainer.gamma_config, report=trainer.gamma_report)
     checksum = sum(p.detach().double().sum().item() for p in model.parameters())
     record = {
         "rank": rank, "world_size": trainer.args.world_size, "should_save": trainer.args.should_save,
