@@ -408,19 +408,40 @@ def _note_view_write(view_writes: dict[int, str], func, args) -> None:
         view_writes[torch._C._autograd._get_sequence_nr()] = name
 
 
+# Integer ids shifted by a constant or an offset table (Dia's `audio_codes + offsets`, one table for every codebook)
+# are still the input's ids: an embedding lookup of them is where the data enters, as a lookup of the ids themselves.
+_ID_SHIFTS = {_aten.add.Tensor, _aten.add.Scalar, _aten.sub.Tensor, _aten.sub.Scalar}
+
+
+def _note_shifted_ids(data_storages: set | None, kept: list, func, args, out) -> None:
+    """Count ``out`` as input data if ``func`` shifts integer input ids (`_ID_SHIFTS`): a comparison, a cumulative
+    sum or a product (the positions computed from a padding mask) is not a shift and stays bookkeeping. ``kept``
+    holds ``out`` for the pass, so that its storage's key is not reused by a later tensor."""
+    if (data_storages and func in _ID_SHIFTS and isinstance(out, torch.Tensor) and not out.is_floating_point()
+            and out.dtype is not torch.bool
+            and any(isinstance(a, torch.Tensor) and _storage_key(a) in data_storages for a in args[:2])):
+        data_storages.add(_storage_key(out))
+        kept.append(out)
+
+
 class _ViewWrites(TorchDispatchMode):
-    """Off ``meta``, only records the in-place writes into views (``_MetaForward`` does it on ``meta``)."""
+    """Off ``meta``, only records the in-place writes into views (``_MetaForward`` does it on ``meta``) and the
+    shifted input ids (`_note_shifted_ids`)."""
 
     supports_higher_order_operators = True  # flex attention and the like pass through untouched
 
-    def __init__(self):
+    def __init__(self, data_storages: set | None = None):
         super().__init__()
         self.view_writes: dict[int, str] = {}
+        self.data_storages = data_storages
+        self.shifted_ids: list = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if args:
             _note_view_write(self.view_writes, func, args)
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
+        _note_shifted_ids(self.data_storages, self.shifted_ids, func, args, out)
+        return out
 
 
 def _is_meta(x) -> bool:
@@ -451,10 +472,12 @@ class _MetaForward(TorchDispatchMode):
       sequence number current while the op runs.
     """
 
-    def __init__(self):
+    def __init__(self, data_storages: set | None = None):
         super().__init__()
         self.values = _ValueTable()  # meta tensor -> its CPU value
         self.view_writes: dict[int, str] = {}
+        self.data_storages = data_storages  # the input ids' storages, which shifted ids join (`_note_shifted_ids`)
+        self.shifted_ids: list = []
 
     def track(self, meta: torch.Tensor, value: torch.Tensor) -> None:
         if value.numel() <= _MAX_TRACKED:
@@ -485,10 +508,13 @@ class _MetaForward(TorchDispatchMode):
             return func(*args, **kwargs)
         known = self._with_values(func, args, kwargs)
         if known is not None:
+            _note_shifted_ids(self.data_storages, self.shifted_ids, func, args, known)
             return known
         if func in _REPEAT_INTERLEAVE:
             return self._repeat_interleave(func, args, kwargs)
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        _note_shifted_ids(self.data_storages, self.shifted_ids, func, args, out)
+        return out
 
     def _repeat_interleave(self, func, args, kwargs):
         """``repeat_interleave`` with known repeats: its output size is their sum, so meta can make it."""
@@ -565,8 +591,8 @@ class _MetaForward(TorchDispatchMode):
 class _GuardedMetaForward(_MetaForward):
     """`_MetaForward` for a copy of a real model: an op on one of the original's real tensors is refused."""
 
-    def __init__(self, guard: _OriginalGuard):
-        super().__init__()
+    def __init__(self, guard: _OriginalGuard, data_storages: set | None = None):
+        super().__init__(data_storages)
         self.guard = guard
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -740,11 +766,12 @@ def record_forward(model: nn.Module, inputs, device, original: nn.Module | None 
         additions = stack.enter_context(ConstantAdditions(model))
         stack.enter_context(torch.enable_grad())
         if meta:
-            mode = stack.enter_context(_MetaForward() if guard is None else _GuardedMetaForward(guard))
+            mode = stack.enter_context(_MetaForward(storages) if guard is None
+                                       else _GuardedMetaForward(guard, storages))
             for tensor, value in values:
                 mode.track(tensor, value)
         else:
-            mode = stack.enter_context(_ViewWrites())
+            mode = stack.enter_context(_ViewWrites(storages))
         try:
             output = _call(model, inputs)
         except Exception as exc:
