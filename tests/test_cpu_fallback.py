@@ -58,7 +58,9 @@ def test_forward_sized_by_predicted_durations_classifies_on_a_cpu_copy():
     assert report.device == "cpu"
     assert torch.equal(torch.get_rng_state(), state)  # the copy's values were drawn in a forked RNG
     assert all(p.is_meta for p in model.parameters())  # the model itself is unchanged
-    text = " ".join(str(w.message) for w in caught)
+    copied = [w for w in caught if "CPU copy" in str(w.message)]
+    assert len(copied) == 1 and copied[0].filename == __file__  # one warning, pointing at the caller's line
+    text = str(copied[0].message)
     assert "read on a CPU copy with random weights" in text
     assert "repeat_interleave a meta tensor" in text  # the model's own meta exception
 
@@ -71,6 +73,16 @@ def test_the_same_forward_with_user_inputs_on_meta():
         report = classify_gammas(model, inputs=batch)
     assert report.roles == DURATIONS_ROLES
     assert report.inputs_source == "user inputs"
+
+
+def test_user_inputs_that_fail_on_the_cpu_copy_too_name_that_pass_first():
+    model = _on_meta(Durations)
+    batch = {"input_ids": torch.tensor([[1, 2, 99]])}  # 99: past the vocabulary of 11
+    with pytest.raises(GammaAnalysisError) as info:
+        classify_gammas(model, inputs=batch)
+    text = str(info.value)
+    assert "on the batch given as inputs= ({input_ids [1, 3]}): on a CPU copy it raised IndexError" in text
+    assert "(and on meta: RuntimeError: cannot repeat_interleave a meta tensor" in text  # the meta pass's own
 
 
 def test_a_copy_over_the_size_limit_is_not_made_and_the_error_says_so(monkeypatch):

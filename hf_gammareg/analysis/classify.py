@@ -324,11 +324,13 @@ def _no_pass_error(model: nn.Module, inputs, tries: _Tries, device, exc: Excepti
             "Pass `inputs=` to classify_gammas with one tiny batch the model accepts, or a precomputed "
             "`gamma_report=` to the Trainer.")
     if inputs is not None:
-        # The model's own exception first: the real-device pass's, then the meta copy's where it differs.
-        own = errors[-1].split(": ", 1)[1] if errors else f"{type(exc).__name__}: {_first_line(exc)}"
+        # The model's own exception first: the last pass's (on its device, or on the CPU copy of a meta model), then
+        # an earlier one's where it differs.
+        where, own = (errors[-1].split(": ", 1) if errors
+                      else (f"on {device}", f"{type(exc).__name__}: {_first_line(exc)}"))
         meta = [e for e in errors[:-1] if e.split(": ", 1)[1] != own]
         text = (f"could not run {type(model).__name__}'s forward on the batch given as inputs= ({{{tried[0]}}}): "
-                f"on {device} it raised {own}" + (f" (and {meta[0]})" if meta else "") + ". ")
+                f"{where} it raised {own}" + (f" (and {meta[0]})" if meta else "") + ". ")
         named = ""
     else:
         text = (f"could not run {type(model).__name__}'s forward to read its dataflow. Tried {kind}: "
