@@ -248,6 +248,8 @@ def _on_cpu_copy(model: nn.Module, inputs, invariance: str, report: GammaReport,
     filled as `_on_filled_copy` fills them. A forward that sizes tensors from values computed from its activations
     (token routing, predicted durations) runs there. ``(report, None)`` or ``(None, the last exception)``; a copy
     over `cpu_copy_limit` is not made, and the final error says so."""
+    if inputs is None and not tries.tried:
+        return None, failure  # the builder made no batch for this forward: it makes none for a copy either
     size, limit = state_bytes(model), cpu_copy_limit()
     if size > limit:
         tries.not_copied = (
