@@ -69,19 +69,39 @@ def test_inspect_gpt2_sequence_classification_without_a_pad_token(capsys):
             and data["roles"]["transformer.h.0.ln_1.weight"] == "branch")
 
 
-def test_inspect_a_model_dummy_inputs_cannot_run_fails_in_one_line(tmp_path, capsys):
-    # JetMoE sizes its expert groups from routing decisions on float logits (`.tolist()` of counts): no meta pass can
-    # run it. (Decision Transformer, this test's model before, now gets its trajectory inputs from the config.)
+def _tiny_jetmoe(path):
     from transformers import JetMoeConfig
 
     config = JetMoeConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
                           kv_channels=8, intermediate_size=20, num_local_experts=2, num_experts_per_tok=1,
                           vocab_size=64)
-    config.save_pretrained(tmp_path)
+    config.save_pretrained(path)
+
+
+def test_inspect_a_model_dummy_inputs_cannot_run_fails_in_one_line(tmp_path, capsys, monkeypatch):
+    # JetMoE sizes its expert groups from routing decisions on float logits (`.tolist()` of counts): no meta pass can
+    # run it, and with the CPU copy over its size limit (0 bytes here) no pass runs at all. (Decision Transformer,
+    # this test's model before, now gets its trajectory inputs from the config.)
+    from hf_gammareg.analysis import materialize
+
+    monkeypatch.setattr(materialize, "MAX_CPU_COPY_BYTES", 0)
+    _tiny_jetmoe(tmp_path)
     assert main(["inspect", str(tmp_path)]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hf-gammareg")]  # not transformers'
     assert len(err) == 1 and err[0].startswith("hf-gammareg: JetMoeModel's forward does not run")
     assert "classify_gammas(model, inputs=batch)" in err[0]
+
+
+def test_inspect_a_model_sized_by_its_routing_reads_the_roles_on_a_cpu_copy(tmp_path, capsys):
+    # The same JetMoE under the default size limit: the last pass runs on a CPU copy with random weights, and says so.
+    # DESIGN.md § Reference classifications, Llama (JetMoE's blocks are pre-RMSNorm as Llama's): the block norms are
+    # branch, the final norm head.
+    _tiny_jetmoe(tmp_path)
+    with pytest.warns(UserWarning, match="read on a CPU copy with random weights"):
+        assert main(["inspect", str(tmp_path)]) == 0
+    rows = {line.split()[0]: line.split()[2] for line in capsys.readouterr().out.splitlines() if ".weight" in line}
+    assert rows == {"layers.0.input_layernorm.weight": "branch", "layers.0.post_attention_layernorm.weight": "branch",
+                    "norm.weight": "head"}
 
 
 def test_inspect_a_config_transformers_cannot_build_fails_in_one_line(tmp_path, capsys):

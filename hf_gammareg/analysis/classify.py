@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import traceback
 import warnings
 from collections import defaultdict
 
@@ -23,6 +24,7 @@ from .inputs import (
     with_config_gaps_filled,
     with_placeholders,
 )
+from .materialize import SEED, cpu_copy, cpu_copy_limit, has_meta_tensors, state_bytes
 from .norms import is_candidate, is_norm_module, is_torch_norm, norm_gamma, normalizes
 from .offsets import offset_scales
 from .trace import (
@@ -123,6 +125,7 @@ class _Tries:
         self.errors: list[str] = []
         self.tried: list[str] = []  # each batch tried, as "input_ids [2, 8], …", once
         self.failures: list = []  # (batch, exception)
+        self.not_copied = ""  # why the last pass, on a CPU copy with real values, was not made (its size)
 
     def note(self, batch, where: str, exc: Exception) -> None:
         described = describe_inputs(batch)
@@ -151,6 +154,8 @@ def _classify(model: nn.Module, inputs, invariance: str) -> GammaReport:
             done, failure = _on_model(model, inputs, invariance, report, tries, device)
             if done is None and inputs is None:
                 done, failure = _on_filled_copy(model, invariance, report, tries, failure)
+            if done is None and has_meta_tensors(model):
+                done, failure = _on_cpu_copy(model, inputs, invariance, report, tries, failure)
             if done is not None:
                 return done
             raise failure if failure is not None else RuntimeError("no input batch to try")
@@ -236,6 +241,78 @@ def _on_filled_copy(model: nn.Module, invariance: str, report: GammaReport, trie
     return None, failure
 
 
+def _on_cpu_copy(model: nn.Module, inputs, invariance: str, report: GammaReport, tries: _Tries, failure):
+    """Last, for a model on ``meta`` (in whole or in part) that no meta pass ran: the batches on a copy on the CPU
+    with real values (its own initialization under a fixed seed, `cpu_copy`), then on one with its config's gaps
+    filled as `_on_filled_copy` fills them. A forward that sizes tensors from values computed from its activations
+    (token routing, predicted durations) runs there. ``(report, None)`` or ``(None, the last exception)``; a copy
+    over `cpu_copy_limit` is not made, and the final error says so."""
+    if inputs is None and not tries.tried:
+        return None, failure  # the builder made no batch for this forward: it makes none for a copy either
+    size, limit = state_bytes(model), cpu_copy_limit()
+    if size > limit:
+        tries.not_copied = (
+            f"A copy with real values on the CPU, the last pass for a forward that sizes tensors from values, was not "
+            f"made: it would hold {_bytes(size)}, over the {_bytes(limit)} the analysis allocates on its own "
+            "(hf_gammareg.analysis.materialize.MAX_CPU_COPY_BYTES, at most a quarter of the memory available); "
+            "classify the model loaded on a real device, where its forward runs on its own weights. ")
+        return None, failure
+    meta_error = next((e.split(": ", 1)[1] for e in tries.errors if e.startswith("on meta")), None)
+    cpu = torch.device("cpu")
+    for source, filled in _copy_sources(model, inputs):
+        zeroed: list[str] = []
+        run_model = cpu_copy(source, zeroed=zeroed)
+        run_model.eval()
+        for batch in _attempts(run_model, inputs, cpu, tries.failures):
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    trace = record_forward(run_model, batch, cpu)
+            except GammaAnalysisError:
+                raise
+            except Exception as exc:
+                tries.note(batch, "a CPU copy" + (" with " + ", ".join(filled) if filled else ""), exc)
+                traceback.clear_frames(exc.__traceback__)  # the lines stay; the frames' hold on the copy goes
+                failure = exc
+                continue
+            _warn_cpu_copy(model, meta_error, size, filled, zeroed)
+            report.inputs_shapes = input_shapes(batch)
+            return _finish(report, model, run_model, trace, invariance, cpu), None
+        del run_model  # before the next copy is made
+    return None, failure
+
+
+def _warn_cpu_copy(model: nn.Module, meta_error: str | None, size: int, filled: list[str], zeroed: list[str]):
+    """The warning that the roles were read on a CPU copy with random weights, and why (the meta exception)."""
+    notes = [f"the model's own initialization, seed {SEED}", _bytes(size), *filled]
+    if zeroed:
+        notes.append(f"{len(zeroed)} tensor attribute(s) made on meta, with no value, as zeros: "
+                     + ", ".join(f"`{n}`" for n in zeroed[:3]) + (" …" if len(zeroed) > 3 else ""))
+    warnings.warn(
+        f"{type(model).__name__}'s forward does not run on meta" + (f" (there it raised {meta_error})" if meta_error
+                                                                    else "")
+        + ": a forward that sizes tensors from values computed from its activations (token routing, predicted "
+        f"durations) cannot, as meta holds no values. The roles of its γ were read on a CPU copy with random weights "
+        f"({'; '.join(notes)}); the model is unchanged. Roles are read from the dataflow, which these values do not "
+        "change.", stacklevel=6)
+
+
+def _bytes(n: int) -> str:
+    """``n`` bytes as a short size: ``2.9 GiB``, ``297 MiB``, ``12 KiB``."""
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GiB"
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{max(1, round(n / 2**10))} KiB"
+
+
+def _copy_sources(model: nn.Module, inputs):
+    """``(model to copy onto the CPU, config values filled)``: ``model``, then (dummy inputs only) a meta copy of it
+    with its config's gaps filled, made only when the CPU copy of the one before ran no batch."""
+    yield model, []
+    if inputs is None:
+        gaps = with_config_gaps_filled(model, meta_copy)
+        if gaps is not None:
+            yield gaps
+
+
 def _no_pass_error(model: nn.Module, inputs, tries: _Tries, device, exc: Exception) -> GammaAnalysisError:
     """The error when no batch ran: the model's own exception, the batches tried, the remedy."""
     errors, tried, failures = tries.errors, tries.tried, tries.failures
@@ -248,11 +325,13 @@ def _no_pass_error(model: nn.Module, inputs, tries: _Tries, device, exc: Excepti
             "Pass `inputs=` to classify_gammas with one tiny batch the model accepts, or a precomputed "
             "`gamma_report=` to the Trainer.")
     if inputs is not None:
-        # The model's own exception first: the real-device pass's, then the meta copy's where it differs.
-        own = errors[-1].split(": ", 1)[1] if errors else f"{type(exc).__name__}: {_first_line(exc)}"
+        # The model's own exception first: the last pass's (on its device, or on the CPU copy of a meta model), then
+        # an earlier one's where it differs.
+        where, own = (errors[-1].split(": ", 1) if errors
+                      else (f"on {device}", f"{type(exc).__name__}: {_first_line(exc)}"))
         meta = [e for e in errors[:-1] if e.split(": ", 1)[1] != own]
         text = (f"could not run {type(model).__name__}'s forward on the batch given as inputs= ({{{tried[0]}}}): "
-                f"on {device} it raised {own}" + (f" (and {meta[0]})" if meta else "") + ". ")
+                f"{where} it raised {own}" + (f" (and {meta[0]})" if meta else "") + ". ")
         named = ""
     else:
         text = (f"could not run {type(model).__name__}'s forward to read its dataflow. Tried {kind}: "
@@ -262,8 +341,8 @@ def _no_pass_error(model: nn.Module, inputs, tries: _Tries, device, exc: Excepti
                  + ", ".join(f"`{n}`" for n in left_out[:8]) + (" …" if len(left_out) > 8 else "")
                  if left_out else "")
     error = GammaAnalysisError(
-        text + "Pass `inputs=` to classify_gammas with one tiny batch the model accepts (e.g. the dict your data "
-        f"collator produces{named}), or a precomputed `gamma_report=` to the Trainer.")
+        text + tries.not_copied + "Pass `inputs=` to classify_gammas with one tiny batch the model accepts (e.g. the "
+        f"dict your data collator produces{named}), or a precomputed `gamma_report=` to the Trainer.")
     error.tried, error.errors = tried, errors
     return error
 

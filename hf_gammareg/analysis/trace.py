@@ -82,14 +82,21 @@ def meta_copy(model: nn.Module, repointed: list | None = None) -> nn.Module:
     original forward (TRL's ``SFTTrainer``) would run the original model. Such closures are rebuilt
     pointing at the copy; ``repointed`` gets a `PatchedForward` for each.
     """
+    def on_meta(t: torch.Tensor) -> torch.Tensor:
+        shape = getattr(t, "ds_shape", None)
+        return (torch.empty(shape, dtype=t.dtype, device="meta") if shape is not None
+                else torch.empty_like(t, device="meta"))
+
+    return copy_with(model, on_meta, repointed)
+
+
+def copy_with(model: nn.Module, make, repointed: list | None) -> nn.Module:
+    """``model`` deep-copied with each parameter and buffer replaced by ``make(tensor)`` (the memo keeps ties)."""
     memo: dict[int, Any] = {}
     for p in model.parameters():
-        shape = getattr(p, "ds_shape", None)
-        meta = (torch.empty(shape, dtype=p.dtype, device="meta") if shape is not None
-                else torch.empty_like(p, device="meta"))
-        memo[id(p)] = nn.Parameter(meta, requires_grad=True)
+        memo[id(p)] = nn.Parameter(make(p), requires_grad=True)
     for b in model.buffers():
-        memo[id(b)] = torch.empty_like(b, device="meta")
+        memo[id(b)] = make(b)
     copied = copy.deepcopy(model, memo)
     for name, module in copied.named_modules():
         forward = module.__dict__.get("forward")
