@@ -129,9 +129,19 @@ def sweep_figure(csv_path: str, *, metric: str | None = None, baseline: str | No
     width = max(6.0, 0.9 * len(summaries) + 2)
     fig = new_figure(figsize=(width * panels * 0.75, 4.4))
     axes = fig.subplots(1, panels, squeeze=False)[0]
+    _draw_means(axes[0], summaries, metric)
+    if panels == 2:
+        _draw_differences(axes[1], summaries, metric, baseline)
+    for a in axes:
+        plain_y_axis(a)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _draw_means(ax, summaries, metric: str) -> None:
+    """Bars of each entry's mean ± std over seeds, each seed a dot, the axis cut to the data."""
     x = list(range(len(summaries)))
-    names = [s.label for s in summaries]
-    ax = axes[0]
     ax.bar(x, [s.mean for s in summaries], yerr=[s.std for s in summaries], capsize=4, color="#8fb3d9",
            edgecolor="#33557a")
     for i, s in enumerate(summaries):
@@ -144,29 +154,26 @@ def sweep_figure(csv_path: str, *, metric: str | None = None, baseline: str | No
     ax.set_ylim(low - 2 * pad, high + pad)
     ax.set_ylabel(metric)
     ax.set_title("mean ± std over seeds (dots: the seeds)", fontsize=9)
-    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_xticks(x, [s.label for s in summaries], rotation=30, ha="right")
     ax.grid(axis="y", alpha=0.3)
-    if panels == 2:
-        ax = axes[1]
-        compared = [s for s in summaries if s.diff is not None]
-        for i, s in enumerate(compared):
-            color = "#b03a2e" if s.significant else "#555555"
-            if s.ci is not None:
-                ax.errorbar([i], [s.diff], yerr=[[s.diff - s.ci[0]], [s.ci[1] - s.diff]], fmt="o", color=color,
-                            capsize=4)
-            else:
-                ax.plot([i], [s.diff], "o", color=color)
-        ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.set_xticks(range(len(compared)), [s.label for s in compared], rotation=30, ha="right")
-        ax.set_xlim(-0.5, len(compared) - 0.5)
-        ax.set_ylabel(f"Δ {metric} vs {baseline}")
-        ax.set_title("paired by seed, 95 % CI (red: excludes 0)", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-    for a in axes:
-        plain_y_axis(a)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+
+
+def _draw_differences(ax, summaries, metric: str, baseline: str) -> None:
+    """Each entry's paired difference to the baseline with its 95 % CI, red where the CI excludes 0."""
+    compared = [s for s in summaries if s.diff is not None]
+    for i, s in enumerate(compared):
+        color = "#b03a2e" if s.significant else "#555555"
+        if s.ci is not None:
+            ax.errorbar([i], [s.diff], yerr=[[s.diff - s.ci[0]], [s.ci[1] - s.diff]], fmt="o", color=color,
+                        capsize=4)
+        else:
+            ax.plot([i], [s.diff], "o", color=color)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(compared)), [s.label for s in compared], rotation=30, ha="right")
+    ax.set_xlim(-0.5, len(compared) - 0.5)
+    ax.set_ylabel(f"Δ {metric} vs {baseline}")
+    ax.set_title("paired by seed, 95 % CI (red: excludes 0)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
 
 
 def plot_sweep(csv_path: str, out_path: str, *, metric: str | None = None, baseline: str | None = None,
