@@ -15,7 +15,7 @@ import os
 import torch
 from torch import nn
 
-from .trace import copy_with
+from .trace import copy_with, full_numel
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +37,7 @@ def state_bytes(model: nn.Module) -> int:
     """Bytes of ``model``'s parameters and buffers, each tied tensor once."""
     seen: dict[int, int] = {}
     for t in list(model.parameters()) + list(model.buffers()):
-        shape = getattr(t, "ds_shape", None)  # a DeepSpeed ZeRO-3 placeholder: its real shape
-        numel = int(torch.Size(shape).numel()) if shape is not None else t.numel()
-        seen[id(t)] = numel * t.element_size()
+        seen[id(t)] = full_numel(t) * t.element_size()
     return sum(seen.values())
 
 

@@ -90,6 +90,12 @@ def meta_copy(model: nn.Module, repointed: list | None = None) -> nn.Module:
     return copy_with(model, on_meta, repointed)
 
 
+def full_numel(t: torch.Tensor) -> int:
+    """Elements of ``t`` as the model defines it: a DeepSpeed ZeRO-3 placeholder's real shape (``ds_shape``)."""
+    shape = getattr(t, "ds_shape", None)
+    return int(torch.Size(shape).numel()) if shape is not None else t.numel()
+
+
 def copy_with(model: nn.Module, make, repointed: list | None) -> nn.Module:
     """``model`` deep-copied with each parameter and buffer replaced by ``make(tensor)`` (the memo keeps ties)."""
     memo: dict[int, Any] = {}
