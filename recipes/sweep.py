@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import importlib
 import importlib.util
 import json
 import os
@@ -154,13 +155,32 @@ def run_one(recipe: str, launcher: str, argv: list[str]) -> None:
     subprocess.run(prefix + [recipe] + argv, check=True)
 
 
+def recorded_arg(arg: str) -> str:
+    """An argument as the CSV header records it: an absolute path (alone or after ``--flag=``) relative to the
+    working directory, so no record names this machine's directories."""
+    flag, eq, value = arg.partition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+    return flag + eq + os.path.relpath(value) if os.path.isabs(value) else arg
+
+
+def source_version(pkg: str) -> str | None:
+    """``<version> from source at <commit>`` for a package imported from a git checkout rather than installed."""
+    try:
+        module = importlib.import_module(pkg)
+    except ImportError:
+        return None
+    where = os.path.dirname(os.path.abspath(module.__file__))
+    commit = subprocess.run(["git", "-C", where, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    at = f" at {commit.stdout.strip()}" if commit.returncode == 0 else ""
+    return f"{getattr(module, '__version__', '?')} from source{at}"
+
+
 def provenance(command: str) -> list[str]:
     versions = []
     for pkg in PACKAGES:
         try:
             versions.append(f"{pkg} {metadata.version(pkg)}")
         except metadata.PackageNotFoundError:
-            versions.append(f"{pkg} (not installed)")
+            versions.append(f"{pkg} {source_version(pkg) or '(not installed)'}")
     return [
         f"command: {command}",
         f"date: {datetime.datetime.now().isoformat(timespec='seconds')}",
@@ -253,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         _, rows = read_sweep_csv(csv_path)
         done = {(r.get("label", r.get("entry")), r.get("entry"), int(r["seed"])) for r in rows}
     runs_dir = args.runs_dir or os.path.join("runs", "sweeps", args.name)
-    command = shlex.join(["python", "recipes/sweep.py", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "recipes/sweep.py", *map(recorded_arg, sys.argv[1:] if argv is None else argv)])
     comments = provenance(command)
     if done:
         comments = ["resumed " + line if line.startswith("command") else line for line in comments]

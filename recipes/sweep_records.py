@@ -115,10 +115,11 @@ def render(csv_path: str, md_path: str, *, title: str, baseline: str | None, ord
     if not rows:
         return
     label_key = "label" if "label" in rows[0] else "entry"
-    primary = rows[0].get("primary_metric") or "accuracy"
     declared, extras = declared_columns(comments)
     extras = [k for k in extras if k in rows[0]]
     metrics = declared or [k for k in rows[0] if k not in BASE_FIELDS + TAIL_FIELDS + ["recipe"] + extras]
+    # CSVs written before rows named their primary metric: the first metric column is it.
+    primary = rows[0].get("primary_metric") or metrics[0]
     wall = sum(float(r["wall_s"]) for r in rows if r.get("wall_s"))
     lines = [f"# {title}", ""]
     lines += [f"- {c}" for c in comments if not c.startswith(("metrics: ", "diagnostics: "))]

@@ -202,6 +202,34 @@ def test_sweep_renders_while_the_baseline_has_not_landed(tmp_path):
     assert "+0.23 (n=1, no CI)" in (results / "t.md").read_text(encoding="utf-8")  # 79.25 − 79.02
 
 
+def test_sweep_renders_a_csv_from_before_rows_named_their_primary_metric(tmp_path):
+    """`results/sst2_cpu.csv` predates the `primary_metric` column: resuming it must render on its only metric."""
+    sweep = load("sweep")
+    csv_path, md_path = tmp_path / "old.csv", str(tmp_path / "old.md")
+    csv_path.write_text("# command: python recipes/sweep.py --name old\n"
+                        "entry,policy,invariance,seed,eval_accuracy,n_gammas,n_decayed,train_loss,wall_s\n"
+                        "none,none,exact,0,80.0,13,0,0.44,1.0\nnone,none,exact,1,82.0,13,0,0.45,1.0\n"
+                        "all,all,exact,0,81.0,13,13,0.44,1.0\nall,all,exact,1,82.0,13,13,0.45,1.0\n",
+                        encoding="utf-8")
+    sweep.render(str(csv_path), md_path, title="old", baseline="none", order=["none", "all"], seeds=[0, 1])
+    table = open(md_path, encoding="utf-8").read()
+    assert "| `all` | all | 13 / 13 | 81.50 ± 0.71 |" in table and "Δ eval_accuracy vs `none`" in table
+
+
+def test_sweep_header_records_relative_paths_and_the_source_commit(tmp_path, monkeypatch):
+    sweep = load("sweep")
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "models" / "minilm"
+    assert sweep.recorded_arg(str(model)) == os.path.join("models", "minilm")
+    assert sweep.recorded_arg(f"--model_name_or_path={model}") == "--model_name_or_path=" + os.path.join("models",
+                                                                                                        "minilm")
+    assert sweep.recorded_arg("--include=a=b") == "--include=a=b" and sweep.recorded_arg("x/y") == "x/y"
+    # A package imported from a checkout (PYTHONPATH, not installed) is named with its version and commit.
+    version = sweep.source_version("hf_gammareg")
+    assert version.startswith("0.") and " from source" in version
+    assert sweep.source_version("no_such_package_here") is None
+
+
 def test_token_batches_cover_every_sentence_once():
     mt = load("iwslt14_transformer")
     lengths = [3, 9, 4, 4, 12, 7, 1, 5, 5, 8, 2, 6]
