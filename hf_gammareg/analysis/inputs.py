@@ -747,7 +747,8 @@ def _stated_image_layouts(config, b: _Builder, params: dict, options: dict, base
         side = tile * -(-max(h, w) // tile)
         out.append({**base, "pixel_values": b.zeros(_BATCH, image.shape[1], side, side)})
     size = _find(config, "max_img_size", "max_image_size")
-    frames = options.get("pixel_values", b.image() if "pixel_values" in params else [None])[0]
+    frames = (options["pixel_values"] if "pixel_values" in options
+              else b.image() if "pixel_values" in params else [None])[0]
     if frames is not None and frames.dim() >= 4 and size and (h, w) != (size, size):
         batch = {**base, "pixel_values": b.zeros(*frames.shape[:-2], size, size)}
         out += [batch, single_example(batch)]  # one example too: TVP's grid embeddings view a batch of one
